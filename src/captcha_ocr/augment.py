@@ -1,0 +1,97 @@
+"""Seeded training augmentation on uint8 image arrays (NumPy + Pillow, no TensorFlow).
+
+Geometry (rotation, shear, shift) is one affine warp filled with the image's own background
+colour, so no black corners appear that the model could learn from. Ink thickness changes use
+a real 2x2 min/max filter. All randomness comes from the generator passed in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from captcha_ocr.config import AugmentConfig
+
+
+def background_colour(image: np.ndarray) -> tuple[int, ...]:
+    """Median colour of the border pixels: the background of a captcha. ``image``: (H, W, C)."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2W + 2H, C)
+    return tuple(int(v) for v in np.median(border, axis=0))
+
+
+def _affine(image: np.ndarray, angle_deg: float, shear: float, shift: tuple[float, float]) -> np.ndarray:
+    """Rotate about the centre, shear horizontally and shift; fill with the background."""
+    height, width, channels = image.shape
+    angle = math.radians(angle_deg)
+    cos, sin = math.cos(angle), math.sin(angle)
+    cx, cy = width / 2.0, height / 2.0
+    # Forward map (about the centre): p' = R @ S @ p + shift; PIL wants the inverse.
+    forward = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])
+    inverse = np.linalg.inv(forward)
+    offset = np.array([cx, cy]) - inverse @ (np.array([cx, cy]) + np.array(shift))
+    coefficients = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    fill = background_colour(image)
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+    warped = pil.transform(
+        (width, height),
+        Image.Transform.AFFINE,
+        coefficients,
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=fill[0] if channels == 1 else fill,
+    )
+    out = np.asarray(warped, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _morph(image: np.ndarray, erode: bool) -> np.ndarray:
+    """2x2 min filter (dark ink grows: "erode" of the white background) or max (ink thins)."""
+    channels = image.shape[2]
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+    # A 2x2 kernel shifts by half a pixel; PIL's Min/MaxFilter need odd sizes, so use 3x3
+    # on half the images' strength via blending with the original.
+    filtered = pil.filter(ImageFilter.MinFilter(3) if erode else ImageFilter.MaxFilter(3))
+    out = (np.asarray(filtered, dtype=np.float32) + np.asarray(pil, dtype=np.float32)) / 2.0
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """One randomly augmented copy of ``image`` (H, W, C) uint8.
+
+    >>> img = np.full((50, 200, 1), 200, np.uint8)
+    >>> cfg = AugmentConfig(0, 0, 0, 0, 0, 0, 0, 0)
+    >>> bool((augment_image(img, cfg, np.random.default_rng(0)) == img).all())
+    True
+    """
+    if config.probability <= 0 or rng.random() >= config.probability:
+        return image
+    out = image
+    height, width = image.shape[:2]
+    angle = rng.uniform(-config.rotation, config.rotation) if config.rotation else 0.0
+    shear = rng.uniform(-config.shear, config.shear) if config.shear else 0.0
+    shift = (
+        rng.uniform(-config.translate, config.translate) * width if config.translate else 0.0,
+        rng.uniform(-config.translate, config.translate) * height if config.translate else 0.0,
+    )
+    if angle or shear or shift[0] or shift[1]:
+        out = _affine(out, angle, shear, shift)
+    if config.erode_dilate and rng.random() < config.erode_dilate:
+        out = _morph(out, erode=bool(rng.random() < 0.5))
+    if config.brightness or config.contrast or config.noise:
+        pixels = out.astype(np.float32)
+        if config.contrast:
+            mean = pixels.mean()
+            pixels = (pixels - mean) * (1.0 + rng.uniform(-config.contrast, config.contrast)) + mean
+        if config.brightness:
+            pixels = pixels + rng.uniform(-config.brightness, config.brightness) * 255.0
+        if config.noise:
+            pixels = pixels + rng.normal(0.0, config.noise * 255.0, size=pixels.shape)
+        out = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def augment_batch(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """:func:`augment_image` over a batch ``(B, H, W, C)``; a new array, input untouched."""
+    return np.stack([augment_image(image, config, rng) for image in images])

@@ -1,0 +1,296 @@
+"""The ``captcha-ocr`` command: a thin layer over the library, one function per command.
+
+Errors the user can fix print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from captcha_ocr import __version__
+from captcha_ocr.errors import CaptchaOCRError
+
+log = logging.getLogger("captcha_ocr")
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Log lines that do not break a progress bar in the same terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never crash the program
+            self.handleError(record)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("captcha_ocr")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def _image_paths(items: Sequence[str]) -> list[str]:
+    from captcha_ocr.images import is_image_path
+
+    paths: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            if not found:
+                raise CaptchaOCRError(f"no images found in folder {path}")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise CaptchaOCRError(f"{path} does not exist")
+    return paths
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from captcha_ocr.data import parse_length_range, parse_size, synthesize
+
+    samples = synthesize(
+        args.out_dir,
+        args.count,
+        charset=args.charset,
+        lengths=parse_length_range(args.length),
+        size=parse_size(args.size),
+        seed=args.seed,
+        progress=True,
+    )
+    log.info("wrote %d captchas to %s (label = file name)", len(samples), args.out_dir)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from captcha_ocr.download import download
+
+    folder = download(args.url, args.to, args.sha256)
+    log.info("dataset ready in %s", folder)
+    return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    keys = ("preset", "epochs", "batch_size", "seed", "height", "width", "channels", "patience",
+            "label_pattern", "val_fraction", "time_limit")
+    overrides = {key: getattr(args, key) for key in keys}
+    overrides["learning_rate"] = args.lr
+    if args.ignore_case:
+        overrides["ignore_case"] = True
+    if args.strict:
+        overrides["strict"] = True
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from captcha_ocr.config import load_yaml, resolve_train_config
+
+    if args.resume is None and args.data is None:
+        raise CaptchaOCRError("give DATA (a folder of labeled images or a CSV), or --resume RUN_DIR")
+    if args.resume is None:
+        # Check the data and config before the (slow) TensorFlow import.
+        from captcha_ocr.data import find_samples
+
+        file_overrides = load_yaml(args.config) if args.config else {}
+        config = resolve_train_config("default", file_overrides, _train_overrides(args))
+        find_samples(args.data, config.label_pattern, config.ignore_case)
+    else:
+        config = None
+    log.info("loading TensorFlow ...")
+    from captcha_ocr.export import export_run
+    from captcha_ocr.train import train
+
+    result = train(args.data, args.out, config, resume=args.resume, progress=not args.quiet)
+    log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
+    onnx_path = export_run(result.run_dir)
+    best = result.best
+    print(
+        f"run folder: {result.run_dir}\n"
+        f"best epoch {result.state.best_epoch}: validation CER {best.get('val_cer', float('nan')):.4f}, "
+        f"accuracy {1 - best.get('val_wer', float('nan')):.1%}\n"
+        f"model: {onnx_path}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    log.info("loading TensorFlow ...")
+    from captcha_ocr.export import export_run
+
+    print(export_run(args.run_dir))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from captcha_ocr.infer import Reader
+
+    reader = Reader.load(args.model, threads=args.threads)
+    paths = _image_paths(args.images)
+    predictions = reader.read_batch(
+        paths,
+        batch_size=args.batch_size,
+        beam_width=args.beam_width,
+        allowed_chars=args.allowed_chars,
+        skip_errors=True,
+        progress=len(paths) > 200 and not args.json,
+    )
+    failed = 0
+    for path, prediction in zip(paths, predictions):
+        if prediction.error is not None:
+            failed += 1
+            log.warning("skipped %s", prediction.error)
+            if args.json:
+                print(json.dumps({"path": path, "text": None, "confidence": 0.0, "error": prediction.error}))
+            continue
+        if args.json:
+            print(json.dumps({"path": path, "text": prediction.text, "confidence": round(prediction.confidence, 6)},
+                             ensure_ascii=False))
+        else:
+            print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
+    if failed:
+        log.warning("%d of %d image(s) could not be read", failed, len(paths))
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from captcha_ocr.data import find_samples
+    from captcha_ocr.evaluate import evaluate
+    from captcha_ocr.infer import Reader
+
+    reader = Reader.load(args.model, threads=args.threads)
+    samples = find_samples(args.data, args.label_pattern, args.ignore_case)
+    report = evaluate(reader, samples, args.batch_size, args.beam_width, progress=True)
+    wrong = report.wrong
+    if wrong:
+        print(f"{len(wrong)} wrong prediction(s):")
+        for r in wrong[: args.show]:
+            shown = r.prediction if r.error is None else f"<unreadable: {r.error}>"
+            print(f"  {r.path}\tlabel {r.label}\tread {shown}\tconfidence {r.confidence:.3f}")
+        if len(wrong) > args.show:
+            print(f"  ... and {len(wrong) - args.show} more (see --report)")
+    print(
+        f"images {report.count}  accuracy {report.accuracy:.2%}  CER {report.cer:.4f}  "
+        f"WER {report.wer:.4f}  speed {report.images_per_second:.0f} img/s"
+    )
+    if args.report:
+        report.save(args.report)
+        log.info("report written to %s", args.report)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="captcha-ocr",
+        description="Train a captcha reader from labeled images, export it to ONNX, read captchas.",
+        epilog="Example: captcha-ocr synth data/demo --count 2000 && captcha-ocr train data/demo --out runs",
+    )
+    parser.add_argument("--version", action="version", version=f"captcha-ocr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:  # noqa: ANN001
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("synth", "draw labeled captcha PNGs (the built-in default data)", cmd_synth)
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write <label>.png files into")
+    p.add_argument("--count", type=int, default=1000, help="how many images (default 1000)")
+    p.add_argument("--charset", default="2345678bcdefgmnpwxy",
+                   help="characters to draw from (default: the reference set's 19)")
+    p.add_argument("--length", default="5", help="label length, or a range like 4-6 (default 5)")
+    p.add_argument("--size", default="200x50", help="WIDTHxHEIGHT in pixels (default 200x50)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = add("download", "download and unpack a dataset archive (zip or tar)", cmd_download)
+    p.add_argument("url", metavar="URL", help="http(s):// or file:// URL of the archive")
+    p.add_argument("--to", default="Datasets", help="target folder (default Datasets)")
+    p.add_argument("--sha256", help="expected SHA-256 of the archive")
+
+    p = add("train", "train a reader on labeled images, then export it to ONNX", cmd_train)
+    p.add_argument("data", metavar="DATA", nargs="?", help="folder of labeled images, or a path,label CSV")
+    p.add_argument("--out", default="runs", help="where run folders are made (default runs)")
+    p.add_argument("--preset", help="network: default, reference or tiny (default: default)")
+    p.add_argument("--epochs", type=int, help="epoch budget")
+    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
+    p.add_argument("--height", type=int, help="model input height (default: most common in the data)")
+    p.add_argument("--width", type=int, help="model input width (default: most common in the data)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: preset's)")
+    p.add_argument("--patience", type=int, help="early stopping patience in epochs")
+    p.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
+    p.add_argument("--time-limit", type=float, help="stop after this many seconds of training")
+    p.add_argument("--config", help="YAML file of training settings (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_label_options(p)
+    p.add_argument("--strict", action="store_true", help="unreadable images are an error, not a skip")
+
+    p = add("export", "export a run's best model to RUN_DIR/model.onnx (checks parity)", cmd_export)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+
+    p = add("predict", "read captcha images with a trained model", cmd_predict)
+    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument("images", metavar="IMAGES_OR_DIRS", nargs="+")
+    p.add_argument("--json", action="store_true", help="JSON lines output")
+    _add_read_options(p)
+
+    p = add("evaluate", "score a model on labeled images: CER, WER, accuracy, speed", cmd_evaluate)
+    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument("data", metavar="DATA_OR_CSV", help="folder of labeled images, or a path,label CSV")
+    p.add_argument("--report", metavar="FILE.json", help="write every prediction and the scores as JSON")
+    p.add_argument("--show", type=int, default=20, help="wrong predictions to print (default 20)")
+    _add_label_options(p)
+    _add_read_options(p)
+    return parser
+
+
+def _add_label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-pattern", metavar="REGEX",
+                   help="regex with a group (?P<label>...) matched on the file name without suffix "
+                        "(default: the name, less a _<k> repeat suffix)")
+    p.add_argument("--ignore-case", action="store_true", help="fold labels to lower case")
+
+
+def _add_read_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
+    p.add_argument("--beam-width", type=int, default=1, help="1 = greedy decoding; >1 = beam search")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
+    p.add_argument("--allowed-chars", help="restrict the output to these characters")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (tests call this directly)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except CaptchaOCRError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Typed, frozen settings: one place for every default, YAML in and out, unknown keys are errors.
+
+A run is described by two dataclasses:
+
+* :class:`TrainConfig`, what the user chose (preset, hyperparameters, augmentation, data rules);
+  a YAML file or a CLI flag only overrides it;
+* :class:`ModelSpec`, what it takes to rebuild and read the model (charset, input size, ...),
+  measured from the data and saved in the run folder and in the ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from captcha_ocr import __version__
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.files import write_text_atomic
+
+CONFIG_FILE = "configs.yaml"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; every strength at 0 makes it the identity."""
+
+    probability: float = 0.9  # share of training images that get augmented at all
+    brightness: float = 0.25  # max shift of mean brightness, as a fraction of 255
+    contrast: float = 0.25  # max relative change of contrast around the mean
+    rotation: float = 3.0  # max rotation in degrees (captcha text is nearly level)
+    shear: float = 0.15  # max horizontal shear (dx/dy); italic-like slant
+    translate: float = 0.03  # max shift as a fraction of width and height
+    erode_dilate: float = 0.3  # probability of a 2x2 min (thicker ink) or max (thinner) filter
+    noise: float = 0.02  # std of Gaussian pixel noise, as a fraction of 255
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a user can set for training. Defaults are the recommended recipe."""
+
+    preset: str = "default"  # network: "default" (fast CRNN), "reference" (tutorial), "tiny"
+    height: int | None = None  # model input height; None: the most common height in the data
+    width: int | None = None  # model input width; None: the most common width in the data
+    channels: int | None = None  # 1 (grey) or 3 (RGB); None: the preset's choice
+    epochs: int = 150  # epoch budget (early stopping may end sooner)
+    batch_size: int = 32
+    learning_rate: float = 2e-3  # peak learning rate
+    optimizer: str = "adamw"  # "adamw" or "adam"
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    schedule: str = "cosine"  # "cosine" (warm-up then cosine decay) or "plateau" (reduce on plateau)
+    warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
+    patience: int = 40  # early stopping: epochs without a better validation CER
+    plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
+    plateau_factor: float = 0.9  # "plateau" schedule: the cut
+    val_fraction: float = 0.1  # share of the data held out for validation
+    seed: int = 42  # seeds the split, the augmentation and the weights
+    label_pattern: str | None = None  # regex with a named group "label", matched on the file stem
+    ignore_case: bool = False  # fold labels to lower case
+    strict: bool = False  # unreadable images are an error instead of a reported skip
+    time_limit: float | None = None  # stop training after this many seconds (benchmarks)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# What each preset changes from the defaults above. "reference" restates the tutorial's recipe
+# (Adam 1e-3, batch 64, reduce-on-plateau 0.9/20, early stopping 40, 1000 epochs, RGB input).
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "reference": {
+        "channels": 3,
+        "epochs": 1000,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "schedule": "plateau",
+        "patience": 40,
+        "augment": {"contrast": 0.0, "shear": 0.0, "translate": 0.0, "noise": 0.0},
+    },
+    "tiny": {"epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "warmup_epochs": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What it takes to rebuild a network and read its output; saved with every model.
+
+    The CTC blank is class 0; character ``charset[i]`` is class ``i + 1``.
+    """
+
+    preset: str
+    charset: str
+    height: int
+    width: int
+    channels: int
+    max_label_length: int
+    blank_index: int = 0
+    version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.charset) + 1
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    """Check (and gently coerce) one value against its annotation; raise naming the key."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(name, value, option)
+            except CaptchaOCRError as error:
+                errors.append(error)
+        raise errors[0]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML reads "1e-3" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if annotation in (int, float, str, bool):
+        if isinstance(value, bool) and annotation is not bool:
+            raise CaptchaOCRError(f"config key {name!r} must be {annotation.__name__}, got {value!r}")
+        if not isinstance(value, annotation):
+            raise CaptchaOCRError(
+                f"config key {name!r} must be {annotation.__name__}, got {value!r}"
+            )
+        return value
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, prefix=f"{name}.")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any] | Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types are errors.
+
+    >>> from_dict(AugmentConfig, {"rotation": 5}).rotation
+    5.0
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise CaptchaOCRError(f"config section {prefix.rstrip('.') or cls.__name__!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise CaptchaOCRError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"known keys: {', '.join(sorted(names))}"
+        )
+    values = {key: _check_type(prefix + key, value, hints[key]) for key, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise CaptchaOCRError(f"config {cls.__name__}: {error}") from None
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as plain, YAML-ready data."""
+    return dataclasses.asdict(obj)
+
+
+def merge(base: Any, overrides: dict[str, Any]) -> Any:
+    """Return ``base`` (a dataclass) with ``overrides`` applied; nested sections merge too."""
+    data = to_dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return from_dict(type(base), data)
+
+
+def resolve_train_config(
+    preset: str = "default",
+    file_overrides: dict[str, Any] | None = None,
+    cli_overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults, then the preset's recipe, then a config file, then command-line flags.
+
+    >>> resolve_train_config("reference").optimizer
+    'adam'
+    """
+    file_overrides = dict(file_overrides or {})
+    cli_overrides = {k: v for k, v in (cli_overrides or {}).items() if v is not None}
+    preset = cli_overrides.get("preset", file_overrides.get("preset", preset))
+    if preset not in PRESET_RECIPES:
+        raise CaptchaOCRError(
+            f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESET_RECIPES))}"
+        )
+    config = merge(TrainConfig(), {**PRESET_RECIPES[preset], "preset": preset})
+    config = merge(config, file_overrides)
+    config = merge(config, cli_overrides)
+    validate_train_config(config)
+    return config
+
+
+def validate_train_config(config: TrainConfig) -> None:
+    """Reject values that cannot work, naming the key and what would."""
+    checks = [
+        (config.epochs >= 1, "epochs must be >= 1"),
+        (config.batch_size >= 1, "batch_size must be >= 1"),
+        (config.learning_rate > 0, "learning_rate must be > 0"),
+        (0 < config.val_fraction < 1, "val_fraction must be between 0 and 1"),
+        (config.optimizer in ("adam", "adamw"), "optimizer must be 'adam' or 'adamw'"),
+        (config.schedule in ("cosine", "plateau"), "schedule must be 'cosine' or 'plateau'"),
+        (config.channels in (None, 1, 3), "channels must be 1 or 3"),
+        (config.height is None or config.height >= 8, "height must be >= 8"),
+        (config.width is None or config.width >= 8, "width must be >= 8"),
+        (config.patience >= 1, "patience must be >= 1"),
+        (0 <= config.augment.probability <= 1, "augment.probability must be between 0 and 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CaptchaOCRError(f"bad config: {message}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping (safe loader: data, never code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaptchaOCRError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CaptchaOCRError(f"{path} is not valid YAML: {error}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CaptchaOCRError(f"{path} must hold a YAML mapping of config keys")
+    return data
+
+
+def save_run_config(run_dir: Path, spec: ModelSpec, train: TrainConfig, data: dict[str, Any]) -> None:
+    """Write ``configs.yaml``: everything needed to rebuild, resume and read the run."""
+    document = {
+        "version": __version__,
+        "model": to_dict(spec),
+        "train": to_dict(train),
+        "data": data,
+    }
+    write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
+def load_run_config(run_dir: str | Path) -> tuple[ModelSpec, TrainConfig, dict[str, Any]]:
+    """Read a run folder's ``configs.yaml`` back into typed settings."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CaptchaOCRError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
+    document = load_yaml(path)
+    for section in ("model", "train"):
+        if section not in document:
+            raise CaptchaOCRError(f"{path} has no {section!r} section; was it edited by hand?")
+    spec = from_dict(ModelSpec, document["model"], prefix="model.")
+    train = from_dict(TrainConfig, document["train"], prefix="train.")
+    return spec, train, document.get("data") or {}

@@ -1,0 +1,127 @@
+"""ONNX export of a run's best model, with self-describing metadata and a parity check.
+
+The exported file takes raw 0-255 pixels ``(batch, H, W, C)`` float32 (any batch size) and
+returns log-probabilities ``(batch, T, classes)``. Its ``metadata_props`` carry the charset,
+blank index, input size and version, so a lone ``.onnx`` file can be read with. Before the
+file replaces a previous export, the validation images go through Keras and ONNX Runtime, and
+the export fails if they disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from captcha_ocr import __version__
+from captcha_ocr.config import ModelSpec, load_run_config
+from captcha_ocr.data import load_samples, read_labels_file
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.files import atomic_path
+from captcha_ocr.infer import METADATA_KEY, ONNX_FILE, Reader
+
+log = logging.getLogger(__name__)
+
+# Largest allowed difference in per-step probabilities between Keras and ONNX Runtime.
+# Float32 reorderings give ~1e-6; a wrong graph rewrite gives 1e-2 and more.
+PARITY_TOLERANCE = 1e-4
+PARITY_IMAGES = 256
+
+
+class ParityError(CaptchaOCRError):
+    """The exported model does not compute what the Keras model computes."""
+
+
+def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
+    """Key/value metadata written into the ONNX file (JSON spec + readable copies)."""
+    return {
+        METADATA_KEY: json.dumps(asdict(spec), ensure_ascii=False),
+        "charset": spec.charset,
+        "blank_index": str(spec.blank_index),
+        "input_height": str(spec.height),
+        "input_width": str(spec.width),
+        "input_channels": str(spec.channels),
+        "preset": spec.preset,
+        "captcha_ocr_version": __version__,
+    }
+
+
+def export_model(model, spec: ModelSpec, path: str | Path, check_images: np.ndarray | None = None) -> Path:  # noqa: ANN001
+    """Export a Keras model to ONNX at ``path`` (atomically), checking parity on
+    ``check_images`` ``(N, H, W, C)`` before the file is put in place."""
+    import onnx
+
+    path = Path(path)
+    sample = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
+    model(sample)  # Keras exports only a model that has been called
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        raw = Path(tmp_dir) / "raw.onnx"
+        model.export(str(raw), format="onnx", verbose=False)
+        proto = onnx.load(str(raw))
+    del proto.metadata_props[:]
+    for key, value in onnx_metadata(spec).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f"captcha-ocr {__version__} reader: charset {spec.charset!r}"
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+        if check_images is not None and len(check_images):
+            check_parity(model, tmp, check_images)
+    return path
+
+
+def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:  # noqa: ANN001
+    """Compare Keras and ONNX Runtime on ``images``; raise :class:`ParityError` if they differ.
+
+    Returns the largest absolute difference of per-step probabilities.
+    """
+    batch = images.astype(np.float32)
+    expected = np.exp(model.predict(batch, batch_size=128, verbose=0))
+    reader = Reader.load(onnx_path)
+    actual = np.concatenate([np.exp(reader.log_probs(batch[i : i + 128])) for i in range(0, len(batch), 128)])
+    if expected.shape != actual.shape:
+        raise ParityError(f"ONNX output shape {actual.shape} differs from Keras {expected.shape}")
+    difference = float(np.max(np.abs(expected - actual)))
+    same_text = (expected.argmax(-1) == actual.argmax(-1)).all(axis=1).mean()
+    if not difference <= PARITY_TOLERANCE:
+        raise ParityError(
+            f"the ONNX export differs from the Keras model by {difference:.2e} "
+            f"(tolerance {PARITY_TOLERANCE:.0e}; {same_text:.1%} of images decode the same); "
+            "the exported file was not written"
+        )
+    log.info("parity: Keras and ONNX Runtime agree within %.1e on %d images", difference, len(batch))
+    return difference
+
+
+def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
+    """Export a run folder's best model to ``RUN_DIR/model.onnx`` and check parity on its
+    validation images.
+
+    >>> export_run("runs/20261126-101500")  # doctest: +SKIP
+    PosixPath('runs/20261126-101500/model.onnx')
+    """
+    from captcha_ocr.train import load_best_model
+
+    run_dir = Path(run_dir)
+    spec, _, _ = load_run_config(run_dir)
+    model = load_best_model(run_dir)
+    check_images = None
+    val_csv = run_dir / "val.csv"
+    if val_csv.is_file():
+        samples = read_labels_file(val_csv)[:parity_images]
+        try:
+            check_images = load_samples(samples, spec.height, spec.width, spec.channels).images
+        except CaptchaOCRError as error:
+            log.warning("parity check on validation images skipped: %s", error)
+    if check_images is None:
+        # No validation images to hand: random pixels still catch a wrong graph.
+        rng = np.random.default_rng(0)
+        check_images = rng.integers(0, 256, (16, spec.height, spec.width, spec.channels)).astype(np.uint8)
+    path = export_model(model, spec, run_dir / ONNX_FILE, check_images)
+    log.info("exported %s (%.0f KB)", path, os.path.getsize(path) / 1024)
+    return path

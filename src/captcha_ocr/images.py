@@ -1,0 +1,155 @@
+"""The one preprocessing path: any image -> the model's input array.
+
+Training, evaluation, inference and serving all call :func:`load_image`, so the model sees
+the same pixels everywhere. Pixel scaling (/255) happens inside the network, so the array
+holds raw 0-255 values.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from captcha_ocr.errors import CaptchaOCRError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# Captchas are small; anything past this many pixels is refused from its header, before it
+# is decoded (a decompression bomb of a few KB can otherwise expand to gigabytes).
+DEFAULT_MAX_PIXELS = 25_000_000
+
+# Truncated files are errors, never silently half-grey images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageLoadError(CaptchaOCRError):
+    """An image that cannot be read (corrupt, truncated, not an image, too large)."""
+
+
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open ``source`` as a fully decoded PIL image (first frame of an animation).
+
+    >>> open_image(np.zeros((50, 200), np.uint8)).size
+    (200, 50)
+    """
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    name = "<bytes>"
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            handle = io.BytesIO(bytes(source))
+        else:
+            name = os.fspath(source)
+            handle = open(name, "rb")  # noqa: SIM115 - closed below, after decoding
+        with handle, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(handle)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageLoadError(
+                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,}"
+                )
+            image.seek(0)
+            image.load()
+            return image
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"{name}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError(f"{name}: image too large (decompression bomb?)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(f"{name}: unreadable image ({error})") from None
+
+
+def to_rgb_or_grey(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any mode to ``RGB`` (channels=3) or ``L`` (channels=1).
+
+    Transparency (RGBA, LA, palette with a transparent colour) is composited on white: a
+    captcha with a transparent background is dark text on white to a person, while dropping
+    the alpha channel would show coloured text on black. 16-bit and 32-bit images are scaled
+    to 8 bits by their range, not clipped.
+    """
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode == "P" or mode == "PA":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image)
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def load_image(
+    source: ImageSource,
+    height: int,
+    width: int,
+    channels: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Read any image into the model's input: ``(height, width, channels)`` uint8, 0-255.
+
+    ``source`` may be a path, encoded bytes, a PIL image or a NumPy array ``(H, W)``,
+    ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``.
+
+    >>> load_image(np.full((50, 200, 3), 200, np.uint8), 32, 128, 1).shape
+    (32, 128, 1)
+    """
+    image = to_rgb_or_grey(open_image(source, max_pixels), channels)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header, or None when it is not a readable image."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageLoadError(
+            f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {array.shape}"
+        )
+    if array.dtype == np.uint16:
+        return Image.fromarray((array.astype(np.float64) / 257.0 + 0.5).astype(np.uint8))
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0  # floats in [0, 1]
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def is_image_path(path: Path) -> bool:
+    """True when the file name has one of the image suffixes we read."""
+    return path.suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,208 @@
+"""Read captchas with an exported model: ONNX Runtime + NumPy + Pillow, never TensorFlow.
+
+A :class:`Reader` is preprocessing (:func:`captcha_ocr.images.load_image`) + the ONNX model +
+CTC decoding (:mod:`captcha_ocr.charset`). The ONNX file carries its own charset, input size and
+blank index in its metadata, so a lone ``model.onnx`` is enough to read with.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from captcha_ocr.charset import (
+    Charset,
+    allowed_mask,
+    beam_search_decode,
+    greedy_decode_batch,
+    restrict,
+)
+from captcha_ocr.config import ModelSpec, from_dict
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.images import ImageLoadError, ImageSource, load_image
+
+ONNX_FILE = "model.onnx"
+METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a reader read.
+
+    ``confidence`` is the model's probability of ``text``: with greedy decoding, the
+    probability of the single best CTC path (the product over time steps of the largest class
+    probability), a lower bound of the text's probability; with beam search, the sum over the
+    CTC paths in the beam that collapse to ``text``. ``error`` is set (and ``text`` is None)
+    only when ``read_batch(..., skip_errors=True)`` met an unreadable image.
+    """
+
+    text: str | None
+    confidence: float
+    error: str | None = None
+
+
+def resolve_model_path(model: str | os.PathLike) -> Path:
+    """A run folder or an ``.onnx`` file -> the ``.onnx`` file, with a clear error if absent."""
+    path = Path(model)
+    if path.is_dir():
+        onnx_path = path / ONNX_FILE
+        if not onnx_path.is_file():
+            raise CaptchaOCRError(
+                f"run folder {path} has no {ONNX_FILE}; create it with: captcha-ocr export {path}"
+            )
+        return onnx_path
+    if not path.exists():
+        raise CaptchaOCRError(f"model {path} not found (give a run folder or an .onnx file)")
+    return path
+
+
+def read_spec(metadata: dict[str, str], source: str) -> ModelSpec:
+    """Parse our ModelSpec from ONNX metadata (as JSON data, never as code)."""
+    if METADATA_KEY not in metadata:
+        raise CaptchaOCRError(
+            f"{source} has no captcha-ocr metadata; export it with: captcha-ocr export RUN_DIR"
+        )
+    try:
+        data = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise CaptchaOCRError(f"{source}: captcha-ocr metadata is not valid JSON") from None
+    spec = from_dict(ModelSpec, data, prefix="metadata.")
+    Charset(spec.charset)  # validates: non-empty, no repeats
+    if spec.blank_index != 0 or spec.channels not in (1, 3) or min(spec.height, spec.width) < 1:
+        raise CaptchaOCRError(f"{source}: captcha-ocr metadata is inconsistent: {data}")
+    return spec
+
+
+class Reader:
+    """Reads captchas with an exported ONNX model.
+
+    >>> reader = Reader.load("runs/20261126-101500")      # doctest: +SKIP
+    >>> reader.read("captchas/2b827.png")                  # doctest: +SKIP
+    Prediction(text='2b827', confidence=0.998, error=None)
+    >>> [p.text for p in reader.read_batch(["a.png", "b.png"])]  # doctest: +SKIP
+    ['2b827', '3p4nn']
+    """
+
+    def __init__(self, session, spec: ModelSpec, name: str) -> None:  # noqa: ANN001
+        self.session = session
+        self.spec = spec
+        self.charset = Charset(spec.charset)
+        self.name = name
+        self._input_name = session.get_inputs()[0].name
+        self._output_name = session.get_outputs()[0].name
+
+    @classmethod
+    def load(cls, model: str | os.PathLike, threads: int | None = None) -> Reader:
+        """Open a run folder or an ``.onnx`` file. ``threads``: ONNX Runtime intra-op threads
+        (None: ONNX Runtime's choice, one per core)."""
+        import onnxruntime as ort
+
+        path = resolve_model_path(model)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own exception types for corrupt files
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CaptchaOCRError(f"{path} is not a readable ONNX model: {first_line[:300]}") from None
+        metadata = session.get_modelmeta().custom_metadata_map
+        spec = read_spec(metadata, str(path))
+        expected = [spec.height, spec.width, spec.channels]
+        shape = session.get_inputs()[0].shape
+        if len(shape) != 4 or list(shape[1:]) != expected:
+            raise CaptchaOCRError(
+                f"{path}: the model's input {shape} does not match its metadata {expected}"
+            )
+        return cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
+
+    def preprocess(self, image: ImageSource) -> np.ndarray:
+        """Any image -> ``(H, W, C)`` uint8 model input (the shared preprocessing path)."""
+        return load_image(image, self.spec.height, self.spec.width, self.spec.channels)
+
+    def log_probs(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model: ``(B, H, W, C)`` pixels -> ``(B, T, classes)`` log-probabilities."""
+        return self.session.run([self._output_name], {self._input_name: batch.astype(np.float32)})[0]
+
+    def decode(
+        self, log_probs: np.ndarray, beam_width: int = 1, allowed_chars: str | None = None
+    ) -> list[Prediction]:
+        """CTC-decode ``(B, T, classes)`` log-probabilities into predictions."""
+        log_probs = restrict(log_probs, allowed_mask(self.charset, allowed_chars))
+        if beam_width <= 1:
+            decoded = greedy_decode_batch(log_probs)
+        else:
+            decoded = [beam_search_decode(row, beam_width) for row in log_probs]
+        return [Prediction(self.charset.decode(classes), prob) for classes, prob in decoded]
+
+    def read(
+        self, image: ImageSource, beam_width: int = 1, allowed_chars: str | None = None
+    ) -> Prediction:
+        """Read one image (a path, bytes, a PIL image or a NumPy array)."""
+        return self.decode(self.log_probs(self.preprocess(image)[None]), beam_width, allowed_chars)[0]
+
+    def read_batch(
+        self,
+        images: Sequence[ImageSource],
+        batch_size: int = 64,
+        beam_width: int = 1,
+        allowed_chars: str | None = None,
+        skip_errors: bool = False,
+        progress: bool = False,
+    ) -> list[Prediction]:
+        """Read many images; decoding of the next batch runs in threads while the model runs.
+
+        With ``skip_errors``, an unreadable image gives a Prediction with ``error`` set;
+        otherwise it raises :class:`~captcha_ocr.images.ImageLoadError`.
+        """
+        from tqdm import tqdm
+
+        predictions: list[Prediction] = []
+        with tqdm(total=len(images), desc="reading", unit="img", disable=not progress) as bar:
+            for chunk in self._decoded_chunks(images, batch_size):
+                good = [i for i, item in enumerate(chunk) if isinstance(item, np.ndarray)]
+                results: list[Prediction] = []
+                if good:
+                    batch = np.stack([chunk[i] for i in good])
+                    results = self.decode(self.log_probs(batch), beam_width, allowed_chars)
+                by_index = dict(zip(good, results))
+                for i, item in enumerate(chunk):
+                    if i in by_index:
+                        predictions.append(by_index[i])
+                    elif skip_errors:
+                        predictions.append(Prediction(None, 0.0, error=str(item)))
+                    else:
+                        raise item
+                bar.update(len(chunk))
+        return predictions
+
+    def _decoded_chunks(
+        self, images: Sequence[ImageSource], batch_size: int
+    ) -> Iterator[list[np.ndarray | ImageLoadError]]:
+        """Decode images in chunks, one chunk ahead of the caller (Pillow and ONNX Runtime
+        both release the GIL, so decoding overlaps inference)."""
+
+        def decode_one(image: ImageSource) -> np.ndarray | ImageLoadError:
+            try:
+                return self.preprocess(image)
+            except ImageLoadError as error:
+                return error
+
+        starts = range(0, len(images), max(1, batch_size))
+        with concurrent.futures.ThreadPoolExecutor(max(2, min(4, os.cpu_count() or 2))) as pool:
+            pending = None
+            for start in starts:
+                future = [pool.submit(decode_one, im) for im in images[start : start + batch_size]]
+                if pending is not None:
+                    yield [f.result() for f in pending]
+                pending = future
+            if pending is not None:
+                yield [f.result() for f in pending]

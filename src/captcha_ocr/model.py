@@ -1,0 +1,135 @@
+"""The networks: raw pixels in, per-time-step log-probabilities out. No loss, no I/O.
+
+Every preset maps ``(B, H, W, C)`` uint8-range floats to ``(B, T, num_classes)``
+log-probabilities (class 0 is the CTC blank). Pixel scaling is the first layer, so exported
+models take raw 0-255 pixels. Only built-in layers are used (no ``Lambda``), so a saved
+``model.keras`` reloads in Keras 3's safe mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+from captcha_ocr.config import ModelSpec
+from captcha_ocr.errors import CaptchaOCRError
+
+INPUT_NAME = "image"
+
+
+def _reference(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    """The tutorial's network, exactly: nine residual blocks, a 52-step sequence read row by
+    row from the 4x13 feature map, a BiLSTM of 128 units per direction (~0.47 M parameters)."""
+
+    def block(x, filters: int, strides: int, skip_conv: bool):  # noqa: ANN001, ANN202
+        shortcut = x
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", kernel_initializer="he_uniform")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(negative_slope=0.1)(x)
+        x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_uniform")(x)
+        x = layers.BatchNormalization()(x)
+        if skip_conv:
+            shortcut = layers.Conv2D(filters, 1, strides=strides, padding="same")(shortcut)
+        x = layers.Add()([x, shortcut])
+        x = layers.LeakyReLU(negative_slope=0.1)(x)
+        return layers.Dropout(0.2)(x)
+
+    x = inputs
+    for filters, strides, skip_conv in [
+        (16, 1, True), (16, 2, True), (16, 1, False),
+        (32, 2, True), (32, 1, False),
+        (64, 2, True), (32, 1, True),
+        (64, 2, True), (64, 1, False),
+    ]:  # fmt: skip
+        x = block(x, filters, strides, skip_conv)
+    height, width, channels = x.shape[1:]
+    x = layers.Reshape((height * width, channels))(x)  # (B, 4*13, 64) for 50x200 input
+    x = layers.Bidirectional(layers.LSTM(128, return_sequences=True))(x)
+    x = layers.Dropout(0.2)(x)
+    return layers.Dense(num_classes)(x)
+
+
+def _conv_bn_relu(x, filters: int):  # noqa: ANN001, ANN202
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def _columns_to_sequence(x):  # noqa: ANN001, ANN202
+    """(B, H, W, C) feature map -> (B, W, H*C): time runs left to right, one step a column."""
+    height, width, channels = x.shape[1:]
+    x = layers.Permute((2, 1, 3))(x)  # (B, W, H, C)
+    return layers.Reshape((width, height * channels))(x)
+
+
+def _default(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    """A small, fast CRNN: four conv stages shrink the height and halve the width twice, so
+    the sequence has one step per 4 px column (50 steps for 200 px), then a linear
+    projection and one BiLSTM. Linear (not ReLU) projection and BatchNorm everywhere keep
+    CTC off the all-blank plateau early in training."""
+    x = _conv_bn_relu(inputs, 16)
+    x = layers.MaxPooling2D((2, 2))(x)  # (B, H/2, W/2, 16)
+    x = _conv_bn_relu(x, 32)
+    x = layers.MaxPooling2D((2, 2))(x)  # (B, H/4, W/4, 32)
+    x = _conv_bn_relu(x, 64)
+    x = layers.MaxPooling2D((2, 1))(x)  # (B, H/8, W/4, 64)
+    x = _conv_bn_relu(x, 64)
+    x = layers.MaxPooling2D((2, 1))(x)  # (B, H/16, W/4, 64)
+    x = _columns_to_sequence(x)  # (B, W/4, H/16*64)
+    x = layers.Dense(96)(x)
+    x = layers.Dropout(0.2)(x)
+    x = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(x)  # (B, T, 128)
+    x = layers.Dropout(0.2)(x)
+    return layers.Dense(num_classes)(x)
+
+
+def _tiny(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    """A few thousand parameters: for tests and smoke runs, not for accuracy."""
+    x = _conv_bn_relu(inputs, 8)
+    x = layers.MaxPooling2D((2, 2))(x)
+    x = _conv_bn_relu(x, 16)
+    x = layers.MaxPooling2D((2, 2))(x)
+    x = _columns_to_sequence(x)
+    x = layers.Dense(32)(x)
+    x = layers.Bidirectional(layers.GRU(16, return_sequences=True))(x)
+    return layers.Dense(num_classes)(x)
+
+
+PRESETS: dict[str, Callable[[keras.KerasTensor, int], keras.KerasTensor]] = {
+    "default": _default,
+    "reference": _reference,
+    "tiny": _tiny,
+}
+# Smallest input each preset takes: 16 px keeps every pooling stage non-empty.
+MIN_SIZE = {"default": (16, 16), "reference": (16, 16), "tiny": (8, 8)}
+
+
+def build_model(spec: ModelSpec) -> keras.Model:
+    """The network of ``spec.preset`` for ``spec``'s input size and charset.
+
+    >>> spec = ModelSpec("tiny", "abc", height=32, width=96, channels=1, max_label_length=4)
+    >>> build_model(spec).output_shape  # doctest: +SKIP
+    (None, 24, 4)
+    """
+    if spec.preset not in PRESETS:
+        raise CaptchaOCRError(f"unknown preset {spec.preset!r}; choose one of {', '.join(PRESETS)}")
+    min_height, min_width = MIN_SIZE[spec.preset]
+    if spec.height < min_height or spec.width < min_width:
+        raise CaptchaOCRError(
+            f"preset {spec.preset!r} needs images of at least {min_width}x{min_height} px; "
+            f"got {spec.width}x{spec.height} (set --width/--height)"
+        )
+    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
+    x = layers.Rescaling(1.0 / 255.0)(inputs)
+    logits = PRESETS[spec.preset](x, spec.num_classes)
+    # Log-probabilities, not logits: the CTC loss accepts them as they are (log_softmax is
+    # idempotent) and readers get probabilities without another softmax.
+    outputs = layers.Activation("log_softmax", name="log_probs", dtype="float32")(logits)
+    return keras.Model(inputs, outputs, name=f"captcha_ocr_{spec.preset}")
+
+
+def time_steps(model: keras.Model) -> int:
+    """Length T of the output sequence: the most CTC steps a label can use."""
+    return int(model.output_shape[1])

@@ -1,0 +1,555 @@
+"""Training: data -> run folder with the best checkpoint, history, curves and TensorBoard logs.
+
+The network (``model``) knows nothing of the loss; here live the CTC loss, the input pipeline
+(tf.data over in-memory pixels, augmented in parallel), the per-epoch validation CER/WER,
+checkpointing, early stopping, learning-rate schedules, resume and Ctrl-C handling.
+
+A run folder ``RUNS_DIR/<YYYYmmdd-HHMMSS>/`` holds::
+
+    configs.yaml   model spec + training config + data source (rebuilds and resumes the run)
+    train.csv val.csv   the split
+    model.keras    best checkpoint by validation CER (then loss)
+    last.keras     last epoch, with optimizer state (for --resume)
+    state.json     epoch counters, best scores, elapsed time (for --resume)
+    history.csv    one row per epoch
+    logs/          TensorBoard
+    curves.png     loss, CER and WER per epoch
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from captcha_ocr.augment import augment_batch  # noqa: E402
+from captcha_ocr.charset import Charset, ctc_steps_needed, greedy_decode_batch  # noqa: E402
+from captcha_ocr.config import (  # noqa: E402
+    CONFIG_FILE,
+    ModelSpec,
+    TrainConfig,
+    load_run_config,
+    save_run_config,
+)
+from captcha_ocr.data import (  # noqa: E402
+    Sample,
+    find_samples,
+    load_samples,
+    most_common_size,
+    read_labels_file,
+    split_samples,
+    write_samples_csv,
+)
+from captcha_ocr.errors import CaptchaOCRError  # noqa: E402
+from captcha_ocr.files import atomic_path, write_text_atomic  # noqa: E402
+from captcha_ocr.metrics import error_rates  # noqa: E402
+from captcha_ocr.model import build_model, time_steps  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+BEST_MODEL = "model.keras"
+LAST_MODEL = "last.keras"
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.csv"
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_cer", "val_wer", "lr", "elapsed_s"]
+
+
+@keras.saving.register_keras_serializable(package="captcha_ocr")
+class CTCLoss(keras.losses.Loss):
+    """CTC loss over log-probabilities ``(B, T, C)``; labels ``(B, L)`` padded with 0.
+
+    Class 0 is the blank and never a character, so each label's true length is its count
+    of non-zero entries: padding is never read as a character.
+    """
+
+    def __init__(self, name: str = "ctc", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):  # noqa: ANN001, ANN201
+        labels = ops.cast(y_true, "int32")
+        label_length = ops.sum(ops.cast(ops.not_equal(labels, 0), "int32"), axis=-1)
+        batch, steps = ops.shape(y_pred)[0], ops.shape(y_pred)[1]
+        logit_length = ops.full((batch,), steps, dtype="int32")
+        return ops.ctc_loss(labels, y_pred, label_length, logit_length, mask_index=0)
+
+
+@dataclass
+class RunState:
+    """Counters that must survive an interruption, saved as ``state.json`` each epoch."""
+
+    epochs_done: int = 0
+    best_epoch: int = 0
+    best_cer: float = math.inf
+    best_loss: float = math.inf
+    plateau_wait: int = 0
+    elapsed_s: float = 0.0
+    stop_reason: str = ""
+
+    def save(self, run_dir: Path) -> None:
+        write_text_atomic(run_dir / STATE_FILE, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunState:
+        path = run_dir / STATE_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            raise CaptchaOCRError(f"{path} is damaged; cannot resume this run") from None
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    spec: ModelSpec
+    config: TrainConfig
+    state: RunState
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict[str, float]:
+        rows = [r for r in self.history if int(r["epoch"]) == self.state.best_epoch]
+        return rows[0] if rows else {}
+
+
+@dataclass
+class PreparedData:
+    """Pixels and encoded labels of both splits, and the model spec measured from them."""
+
+    spec: ModelSpec
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    train_images: np.ndarray  # (N, H, W, C) uint8
+    val_images: np.ndarray
+    train_labels: np.ndarray  # (N, L) int32, padded with the blank (0)
+    val_labels: np.ndarray
+
+
+def encode_labels(charset: Charset, labels: list[str], length: int) -> np.ndarray:
+    """Labels -> ``(N, length)`` int32 classes, padded with the blank (0)."""
+    encoded = np.zeros((len(labels), length), dtype=np.int32)
+    for row, label in enumerate(labels):
+        classes = charset.encode(label)
+        encoded[row, : len(classes)] = classes
+    return encoded
+
+
+def measure_spec(samples: list[Sample], config: TrainConfig) -> ModelSpec:
+    """Charset, input size and channels from the data and the config."""
+    charset = Charset.from_labels(s.label for s in samples)
+    if config.height is None or config.width is None:
+        width, height = most_common_size(samples)
+        width, height = config.width or width, config.height or height
+    else:
+        width, height = config.width, config.height
+    return ModelSpec(
+        preset=config.preset,
+        charset=charset.chars,
+        height=int(height),
+        width=int(width),
+        channels=config.channels or 1,
+        max_label_length=max(len(s.label) for s in samples),
+    )
+
+
+def check_labels_fit(samples: list[Sample], steps: int, spec: ModelSpec) -> None:
+    """Every label must fit in the model's CTC time steps; say which one does not."""
+    worst = max(samples, key=lambda s: ctc_steps_needed(s.label))
+    if ctc_steps_needed(worst.label) > steps:
+        raise CaptchaOCRError(
+            f"label {worst.label!r} ({worst.path}) needs {ctc_steps_needed(worst.label)} CTC steps, "
+            f"but preset {spec.preset!r} at width {spec.width} gives {steps}; "
+            f"use a larger --width or a shorter label"
+        )
+    empty = [s for s in samples if not s.label]
+    if empty:
+        raise CaptchaOCRError(f"{len(empty)} image(s) have an empty label, e.g. {empty[0].path}")
+
+
+def prepare_data(
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    spec: ModelSpec,
+    config: TrainConfig,
+    progress: bool = False,
+) -> PreparedData:
+    """Load and encode both splits (bad images are skipped or, with ``strict``, an error)."""
+    charset = Charset(spec.charset)
+    for sample in (*train_samples, *val_samples):
+        charset.encode(sample.label)  # a resumed run with new characters fails here, clearly
+    loaded_train = load_samples(train_samples, spec.height, spec.width, spec.channels, config.strict, progress=progress)
+    loaded_val = load_samples(val_samples, spec.height, spec.width, spec.channels, config.strict, progress=progress)
+    length = spec.max_label_length
+    return PreparedData(
+        spec,
+        loaded_train.samples,
+        loaded_val.samples,
+        loaded_train.images,
+        loaded_val.images,
+        encode_labels(charset, [s.label for s in loaded_train.samples], length),
+        encode_labels(charset, [s.label for s in loaded_val.samples], length),
+    )
+
+
+def make_train_dataset(data: PreparedData, config: TrainConfig, start_epoch: int, steps_per_epoch: int):  # noqa: ANN201
+    """tf.data pipeline over in-memory pixels: a seeded shuffle per epoch, augmentation in
+    parallel (NumPy/Pillow release the GIL), prefetch, so the model never waits on data.
+
+    Batch ``k`` of epoch ``e`` depends only on ``(seed, e, k)``: a resumed run sees the same
+    data as an uninterrupted one.
+    """
+    import tensorflow as tf
+
+    images, labels = data.train_images, data.train_labels
+    n, batch_size = len(images), min(config.batch_size, len(images))
+
+    def make_batch(step: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        epoch, index = divmod(int(step), steps_per_epoch)
+        order = np.random.default_rng([config.seed, epoch]).permutation(n)
+        chosen = order[index * batch_size : (index + 1) * batch_size]
+        rng = np.random.default_rng([config.seed, epoch, index, 1])
+        batch = augment_batch(images[chosen], config.augment, rng)
+        return batch.astype(np.float32), labels[chosen]
+
+    shape = (batch_size, *images.shape[1:])
+
+    def to_tensors(step):  # noqa: ANN001, ANN202
+        x, y = tf.numpy_function(make_batch, [step], [tf.float32, tf.int32], stateful=False)
+        x.set_shape(shape)
+        y.set_shape((batch_size, labels.shape[1]))
+        return x, y
+
+    steps = tf.data.Dataset.range(start_epoch * steps_per_epoch, config.epochs * steps_per_epoch)
+    return steps.map(to_tensors, num_parallel_calls=2, deterministic=True).prefetch(4)
+
+
+class EpochMonitor(keras.callbacks.Callback):
+    """Validation CER/WER/loss after every epoch, then the run's bookkeeping: best checkpoint,
+    last checkpoint + state (for resume), history.csv, early stopping, reduce-on-plateau,
+    the time limit and a progress bar. It runs first, so later callbacks (TensorBoard) see
+    ``val_cer`` in the logs."""
+
+    def __init__(
+        self,
+        data: PreparedData,
+        config: TrainConfig,
+        run_dir: Path,
+        state: RunState,
+        history: list[dict[str, float]],
+        steps_per_epoch: int,
+        progress: bool,
+    ) -> None:
+        super().__init__()
+        self.data, self.config, self.run_dir = data, config, run_dir
+        self.state, self.history, self.steps_per_epoch = state, history, steps_per_epoch
+        self.charset = Charset(data.spec.charset)
+        self.val_texts = [s.label for s in data.val_samples]
+        self.progress = progress
+        self.bar = None
+        self.started = 0.0
+        self.elapsed_before = state.elapsed_s
+
+    def on_train_begin(self, logs=None):  # noqa: ANN001
+        from tqdm import tqdm
+
+        self.started = time.perf_counter()
+        self.bar = tqdm(
+            total=self.config.epochs * self.steps_per_epoch,
+            initial=self.state.epochs_done * self.steps_per_epoch,
+            desc="training",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+
+    def on_train_batch_begin(self, batch, logs=None):  # noqa: ANN001
+        if self.config.schedule == "cosine":
+            step = self.state.epochs_done * self.steps_per_epoch + batch
+            self.model.optimizer.learning_rate.assign(cosine_learning_rate(self.config, step, self.steps_per_epoch))
+
+    def on_train_batch_end(self, batch, logs=None):  # noqa: ANN001
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, C901
+        logs = logs if logs is not None else {}
+        val_loss, val_cer, val_wer = self.validate()
+        logs.update(val_loss=val_loss, val_cer=val_cer, val_wer=val_wer)
+        state = self.state
+        state.epochs_done = epoch + 1
+        state.elapsed_s = self.elapsed_before + time.perf_counter() - self.started
+        lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", math.nan)), "val_loss": val_loss,
+               "val_cer": val_cer, "val_wer": val_wer, "lr": lr, "elapsed_s": round(state.elapsed_s, 3)}
+        self.history.append(row)
+
+        improved = (val_cer, val_loss) < (state.best_cer, state.best_loss)
+        if improved:
+            state.best_cer, state.best_loss, state.best_epoch = val_cer, val_loss, epoch + 1
+            state.plateau_wait = 0
+            save_model_atomic(self.model, self.run_dir / BEST_MODEL)
+        else:
+            state.plateau_wait += 1
+            if self.config.schedule == "plateau" and state.plateau_wait >= self.config.plateau_patience:
+                self.model.optimizer.learning_rate.assign(lr * self.config.plateau_factor)
+                state.plateau_wait = 0
+        if epoch + 1 - state.best_epoch >= self.config.patience:
+            state.stop_reason = f"early stop: no better validation CER for {self.config.patience} epochs"
+        elif self.config.time_limit and state.elapsed_s >= self.config.time_limit:
+            state.stop_reason = f"time limit of {self.config.time_limit:g} s reached"
+        elif epoch + 1 >= self.config.epochs:
+            state.stop_reason = f"epoch budget of {self.config.epochs} done"
+        if state.stop_reason:
+            self.model.stop_training = True
+
+        save_model_atomic(self.model, self.run_dir / LAST_MODEL)
+        write_history(self.run_dir / HISTORY_FILE, self.history)
+        state.save(self.run_dir)
+        message = (
+            f"epoch {epoch + 1}/{self.config.epochs}  loss {row['loss']:.4f}  val_loss {val_loss:.4f}  "
+            f"val_cer {val_cer:.4f}  val_wer {val_wer:.4f}  lr {lr:.2e}{'  *best*' if improved else ''}"
+        )
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.3f}", val_cer=f"{val_cer:.4f}", refresh=False)
+        log.info(message)
+
+    def on_train_end(self, logs=None):  # noqa: ANN001
+        if self.bar is not None:
+            self.bar.close()
+
+    def validate(self) -> tuple[float, float, float]:
+        """Loss, CER and WER on the validation split, with greedy decoding."""
+        log_probs = self.model.predict(self.data.val_images.astype(np.float32), batch_size=256, verbose=0)
+        loss = float(np.mean(ops.convert_to_numpy(CTCLoss().call(self.data.val_labels, log_probs))))
+        texts = [self.charset.decode(classes) for classes, _ in greedy_decode_batch(log_probs)]
+        cer, wer = error_rates(self.val_texts, texts)
+        return loss, cer, wer
+
+
+def cosine_learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up to ``learning_rate``, then cosine decay to 1 % of it at the budget's end."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
+    peak = config.learning_rate
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file so that a crash mid-save leaves the previous one intact."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss, CER and WER per epoch as ``curves.png``."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [r["loss"] for r in history], label="train")
+    axes[0].plot(epochs, [r["val_loss"] for r in history], label="validation")
+    axes[0].set_title("CTC loss")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    for axis, key, title in ((axes[1], "val_cer", "validation CER"), (axes[2], "val_wer", "validation WER")):
+        axis.plot(epochs, [max(r[key], 1e-4) for r in history], color="tab:orange")
+        axis.set_yscale("log")
+        axis.set_title(title)
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def new_run_dir(out: Path) -> Path:
+    """``out/<YYYYmmdd-HHMMSS>``, made unique if two runs start in the same second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, k = out / stamp, 1
+    while run_dir.exists():
+        run_dir, k = out / f"{stamp}-{k}", k + 1
+    return run_dir
+
+
+def check_writable(folder: Path, need_bytes: int = 50_000_000) -> None:
+    """Fail before training when the run folder cannot be written or the disk is full."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise CaptchaOCRError(f"cannot write to {folder}: {error.strerror or error}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise CaptchaOCRError(
+            f"only {free / 1e6:.0f} MB free under {folder}; training needs about {need_bytes / 1e6:.0f} MB"
+        )
+
+
+def train(
+    data: str | Path | None,
+    out: str | Path = "runs",
+    config: TrainConfig | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a reader; returns when the budget, early stopping, the time limit or Ctrl-C ends it.
+
+    ``data`` is a folder of labeled images or a ``path,label`` CSV. With ``resume`` (a run
+    folder), training continues where it stopped, with the run's own config and split.
+    Export the result with :func:`captcha_ocr.export.export_run`.
+
+    >>> result = train("data/captchas", "runs", TrainConfig(epochs=50))  # doctest: +SKIP
+    >>> result.state.best_cer                                             # doctest: +SKIP
+    0.004
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        spec, config, data_info = load_run_config(run_dir)
+        for name in ("train.csv", "val.csv", LAST_MODEL):
+            if not (run_dir / name).is_file():
+                raise CaptchaOCRError(f"cannot resume {run_dir}: {name} is missing")
+        train_samples = read_labels_file(run_dir / "train.csv")
+        val_samples = read_labels_file(run_dir / "val.csv")
+        state = RunState.load(run_dir)
+        history = read_history(run_dir / HISTORY_FILE)[: state.epochs_done]
+        state.stop_reason = ""
+        if state.epochs_done >= config.epochs:
+            raise CaptchaOCRError(
+                f"{run_dir} already ran its {config.epochs} epochs; nothing to resume"
+            )
+        log.info("resuming %s from epoch %d", run_dir, state.epochs_done + 1)
+    else:
+        if data is None:
+            raise CaptchaOCRError("give a data folder or labels file to train on")
+        config = config or TrainConfig()
+        samples = find_samples(data, config.label_pattern, config.ignore_case)
+        log.info("found %d labeled images in %s", len(samples), data)
+        spec = measure_spec(samples, config)
+        train_samples, val_samples = split_samples(samples, config.val_fraction, config.seed)
+        data_info = {"source": str(data), "count": len(samples)}
+        state, history = RunState(), []
+        out = Path(out)
+        check_writable(out)
+        run_dir = new_run_dir(out)
+        check_writable(run_dir)
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(spec)
+    steps = time_steps(model)
+    check_labels_fit([*train_samples, *val_samples], steps, spec)
+    if resume is None:
+        log.info(
+            "charset %r (%d), labels up to %d chars, input %dx%dx%d, preset %r: %s parameters, %d time steps",
+            spec.charset, len(spec.charset), spec.max_label_length, spec.width, spec.height,
+            spec.channels, spec.preset, f"{model.count_params():,}", steps,
+        )
+        save_run_config(run_dir, spec, config, data_info)
+        write_samples_csv(run_dir / "train.csv", train_samples)
+        write_samples_csv(run_dir / "val.csv", val_samples)
+    prepared = prepare_data(train_samples, val_samples, spec, config, progress)
+    log.info("split: %d training, %d validation images", len(prepared.train_samples), len(prepared.val_samples))
+
+    if resume is not None:
+        model = keras.models.load_model(run_dir / LAST_MODEL, safe_mode=True)
+    else:
+        model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
+
+    steps_per_epoch = max(1, len(prepared.train_images) // min(config.batch_size, len(prepared.train_images)))
+    dataset = make_train_dataset(prepared, config, state.epochs_done, steps_per_epoch)
+    monitor = EpochMonitor(prepared, config, run_dir, state, history, steps_per_epoch, progress)
+    callbacks = [monitor, keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)]
+    log.info("training in %s (Ctrl-C stops cleanly and keeps the best model)", run_dir)
+    try:
+        model.fit(
+            dataset,
+            epochs=config.epochs,
+            initial_epoch=state.epochs_done,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles, seeded per epoch
+            verbose=0,
+        )
+    except KeyboardInterrupt:
+        monitor.on_train_end()
+        state.stop_reason = f"interrupted after {state.epochs_done} complete epoch(s)"
+        state.save(run_dir)
+        log.warning("interrupted: keeping the best checkpoint of %d complete epoch(s)", state.epochs_done)
+    if not (run_dir / BEST_MODEL).is_file():
+        raise CaptchaOCRError(
+            f"training stopped before the first epoch ended; nothing to keep in {run_dir}"
+        )
+    plot_curves(history, run_dir / "curves.png")
+    log.info(
+        "%s; best epoch %d: val_cer %.4f, val_wer %.4f (%.0f s)",
+        state.stop_reason, state.best_epoch, state.best_cer,
+        next((r["val_wer"] for r in history if r["epoch"] == state.best_epoch), math.nan),
+        state.elapsed_s,
+    )
+    return TrainResult(run_dir, spec, config, state, history)
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam or AdamW with gradient clipping (CTC gradients spike early in training)."""
+    if config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, clipnorm=5.0)
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        return optimizer
+    return keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
+
+
+def load_best_model(run_dir: str | Path) -> keras.Model:
+    """The best checkpoint of a run, in safe mode (no code in the file is executed)."""
+    path = Path(run_dir) / BEST_MODEL
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise CaptchaOCRError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
+    if not path.is_file():
+        raise CaptchaOCRError(f"run folder {run_dir} has no {BEST_MODEL}; train it first")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for damaged archives
+        raise CaptchaOCRError(f"{path} cannot be loaded: {str(error).splitlines()[0][:200]}") from None
