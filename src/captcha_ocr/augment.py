@@ -21,7 +21,9 @@ def background_colour(image: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in np.median(border, axis=0))
 
 
-def _affine(image: np.ndarray, angle_deg: float, shear: float, shift: tuple[float, float]) -> np.ndarray:
+def _affine(
+    image: np.ndarray, angle_deg: float, shear: float, shift: tuple[float, float]
+) -> np.ndarray:
     """Rotate about the centre, shear horizontally and shift; fill with the background."""
     height, width, channels = image.shape
     angle = math.radians(angle_deg)
@@ -31,7 +33,14 @@ def _affine(image: np.ndarray, angle_deg: float, shear: float, shift: tuple[floa
     forward = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])
     inverse = np.linalg.inv(forward)
     offset = np.array([cx, cy]) - inverse @ (np.array([cx, cy]) + np.array(shift))
-    coefficients = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    coefficients = (
+        inverse[0, 0],
+        inverse[0, 1],
+        offset[0],
+        inverse[1, 0],
+        inverse[1, 1],
+        offset[1],
+    )
     fill = background_colour(image)
     pil = Image.fromarray(image[..., 0] if channels == 1 else image)
     warped = pil.transform(
@@ -92,6 +101,8 @@ def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Gener
     return out
 
 
-def augment_batch(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+def augment_batch(
+    images: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> np.ndarray:
     """:func:`augment_image` over a batch ``(B, H, W, C)``; a new array, input untouched."""
     return np.stack([augment_image(image, config, rng) for image in images])

@@ -6,6 +6,7 @@ NumPy only, so that reading captchas never needs TensorFlow.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def ctc_steps_needed(label: str) -> int:
     >>> ctc_steps_needed("abc"), ctc_steps_needed("aab")
     (3, 4)
     """
-    repeats = sum(1 for a, b in zip(label, label[1:]) if a == b)
+    repeats = sum(1 for a, b in itertools.pairwise(label) if a == b)
     return len(label) + repeats
 
 
@@ -143,12 +144,6 @@ def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[lis
         # Only the likeliest classes at this step can extend a beam into the top beam_width.
         candidates = np.argsort(step)[::-1][: min(num_classes, beam_width + 1)]
         following: dict[tuple[int, ...], list[float]] = {}
-
-        def add(prefix: tuple[int, ...], blank: float, last: float) -> None:
-            entry = following.setdefault(prefix, [neg_inf, neg_inf])
-            entry[0] = np.logaddexp(entry[0], blank)
-            entry[1] = np.logaddexp(entry[1], last)
-
         for prefix, (p_blank, p_last) in beams.items():
             p_total = np.logaddexp(p_blank, p_last)
             for c in candidates:
@@ -156,16 +151,25 @@ def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[lis
                 if p == neg_inf:
                     continue
                 if c == BLANK:
-                    add(prefix, p_total + p, neg_inf)
+                    _add(following, prefix, p_total + p, neg_inf)
                 elif prefix and prefix[-1] == c:
-                    add(prefix, neg_inf, p_last + p)  # repeat without a blank: same prefix
-                    add((*prefix, int(c)), neg_inf, p_blank + p)  # blank in between: new char
+                    _add(following, prefix, neg_inf, p_last + p)  # repeat, no blank: same prefix
+                    _add(following, (*prefix, int(c)), neg_inf, p_blank + p)  # blank between: new
                 else:
-                    add((*prefix, int(c)), neg_inf, p_total + p)
+                    _add(following, (*prefix, int(c)), neg_inf, p_total + p)
         ranked = sorted(following.items(), key=lambda kv: -np.logaddexp(*kv[1]))
         beams = {prefix: (b, last) for prefix, (b, last) in ranked[:beam_width]}
     best_prefix, (p_blank, p_last) = max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))
     return list(best_prefix), float(np.exp(np.logaddexp(p_blank, p_last)))
+
+
+def _add(
+    beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], blank: float, last: float
+) -> None:
+    """Add path probabilities (log) ending in a blank / in the last class to ``prefix``."""
+    entry = beams.setdefault(prefix, [-np.inf, -np.inf])
+    entry[0] = np.logaddexp(entry[0], blank)
+    entry[1] = np.logaddexp(entry[1], last)
 
 
 def _logsumexp(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:

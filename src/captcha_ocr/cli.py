@@ -85,8 +85,19 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def _train_overrides(args: argparse.Namespace) -> dict:
-    keys = ("preset", "epochs", "batch_size", "seed", "height", "width", "channels", "patience",
-            "label_pattern", "val_fraction", "time_limit")
+    keys = (
+        "preset",
+        "epochs",
+        "batch_size",
+        "seed",
+        "height",
+        "width",
+        "channels",
+        "patience",
+        "label_pattern",
+        "val_fraction",
+        "time_limit",
+    )
     overrides = {key: getattr(args, key) for key in keys}
     overrides["learning_rate"] = args.lr
     if args.ignore_case:
@@ -100,7 +111,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from captcha_ocr.config import load_yaml, resolve_train_config
 
     if args.resume is None and args.data is None:
-        raise CaptchaOCRError("give DATA (a folder of labeled images or a CSV), or --resume RUN_DIR")
+        raise CaptchaOCRError(
+            "give DATA (a folder of labeled images or a CSV), or --resume RUN_DIR"
+        )
     if args.resume is None:
         # Check the data and config before the (slow) TensorFlow import.
         from captcha_ocr.data import find_samples
@@ -114,7 +127,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from captcha_ocr.export import export_run
     from captcha_ocr.train import train
 
-    result = train(args.data, args.out, config, resume=args.resume, progress=not args.quiet)
+    result = train(
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        progress=not args.quiet,
+        resume_epochs=args.epochs if args.resume else None,
+    )
     log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
     onnx_path = export_run(result.run_dir)
     best = result.best
@@ -154,11 +174,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             log.warning("skipped %s", prediction.error)
             if args.json:
-                print(json.dumps({"path": path, "text": None, "confidence": 0.0, "error": prediction.error}))
+                print(
+                    json.dumps(
+                        {"path": path, "text": None, "confidence": 0.0, "error": prediction.error}
+                    )
+                )
             continue
         if args.json:
-            print(json.dumps({"path": path, "text": prediction.text, "confidence": round(prediction.confidence, 6)},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "path": path,
+                        "text": prediction.text,
+                        "confidence": round(prediction.confidence, 6),
+                    },
+                    ensure_ascii=False,
+                )
+            )
         else:
             print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
     if failed:
@@ -205,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:  # noqa: ANN001
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         return p
@@ -213,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("synth", "draw labeled captcha PNGs (the built-in default data)", cmd_synth)
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write <label>.png files into")
     p.add_argument("--count", type=int, default=1000, help="how many images (default 1000)")
-    p.add_argument("--charset", default="2345678bcdefgmnpwxy",
-                   help="characters to draw from (default: the reference set's 19)")
+    p.add_argument(
+        "--charset",
+        default="2345678bcdefgmnpwxy",
+        help="characters to draw from (default: the reference set's 19)",
+    )
     p.add_argument("--length", default="5", help="label length, or a range like 4-6 (default 5)")
     p.add_argument("--size", default="200x50", help="WIDTHxHEIGHT in pixels (default 200x50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -225,24 +260,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected SHA-256 of the archive")
 
     p = add("train", "train a reader on labeled images, then export it to ONNX", cmd_train)
-    p.add_argument("data", metavar="DATA", nargs="?", help="folder of labeled images, or a path,label CSV")
+    p.add_argument(
+        "data", metavar="DATA", nargs="?", help="folder of labeled images, or a path,label CSV"
+    )
     p.add_argument("--out", default="runs", help="where run folders are made (default runs)")
     p.add_argument("--preset", help="network: default, reference or tiny (default: default)")
     p.add_argument("--epochs", type=int, help="epoch budget")
     p.add_argument("--batch-size", type=int, help="batch size")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
-    p.add_argument("--height", type=int, help="model input height (default: most common in the data)")
+    p.add_argument(
+        "--height", type=int, help="model input height (default: most common in the data)"
+    )
     p.add_argument("--width", type=int, help="model input width (default: most common in the data)")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: preset's)")
+    p.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: preset's)"
+    )
     p.add_argument("--patience", type=int, help="early stopping patience in epochs")
     p.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
     p.add_argument("--time-limit", type=float, help="stop after this many seconds of training")
     p.add_argument("--config", help="YAML file of training settings (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run (with --epochs: a new epoch budget)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_label_options(p)
-    p.add_argument("--strict", action="store_true", help="unreadable images are an error, not a skip")
+    p.add_argument(
+        "--strict", action="store_true", help="unreadable images are an error, not a skip"
+    )
 
     p = add("export", "export a run's best model to RUN_DIR/model.onnx (checks parity)", cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -255,8 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", "score a model on labeled images: CER, WER, accuracy, speed", cmd_evaluate)
     p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
-    p.add_argument("data", metavar="DATA_OR_CSV", help="folder of labeled images, or a path,label CSV")
-    p.add_argument("--report", metavar="FILE.json", help="write every prediction and the scores as JSON")
+    p.add_argument(
+        "data", metavar="DATA_OR_CSV", help="folder of labeled images, or a path,label CSV"
+    )
+    p.add_argument(
+        "--report", metavar="FILE.json", help="write every prediction and the scores as JSON"
+    )
     p.add_argument("--show", type=int, default=20, help="wrong predictions to print (default 20)")
     _add_label_options(p)
     _add_read_options(p)
@@ -264,15 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_label_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label-pattern", metavar="REGEX",
-                   help="regex with a group (?P<label>...) matched on the file name without suffix "
-                        "(default: the name, less a _<k> repeat suffix)")
+    p.add_argument(
+        "--label-pattern",
+        metavar="REGEX",
+        help="regex with a group (?P<label>...) matched on the file name without suffix "
+        "(default: the name, less a _<k> repeat suffix)",
+    )
     p.add_argument("--ignore-case", action="store_true", help="fold labels to lower case")
 
 
 def _add_read_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
-    p.add_argument("--beam-width", type=int, default=1, help="1 = greedy decoding; >1 = beam search")
+    p.add_argument(
+        "--beam-width", type=int, default=1, help="1 = greedy decoding; >1 = beam search"
+    )
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--allowed-chars", help="restrict the output to these characters")
 

@@ -53,7 +53,9 @@ class TrainConfig:
     learning_rate: float = 2e-3  # peak learning rate
     optimizer: str = "adamw"  # "adamw" or "adam"
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    schedule: str = "cosine"  # "cosine" (warm-up then cosine decay) or "plateau" (reduce on plateau)
+    schedule: str = (
+        "cosine"  # "cosine" (warm-up then cosine decay) or "plateau" (reduce on plateau)
+    )
     warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
     patience: int = 40  # early stopping: epochs without a better validation CER
     plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
@@ -132,7 +134,9 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
             pass
     if annotation in (int, float, str, bool):
         if isinstance(value, bool) and annotation is not bool:
-            raise CaptchaOCRError(f"config key {name!r} must be {annotation.__name__}, got {value!r}")
+            raise CaptchaOCRError(
+                f"config key {name!r} must be {annotation.__name__}, got {value!r}"
+            )
         if not isinstance(value, annotation):
             raise CaptchaOCRError(
                 f"config key {name!r} must be {annotation.__name__}, got {value!r}"
@@ -152,7 +156,9 @@ def from_dict(cls: type, data: dict[str, Any] | Any, prefix: str = "") -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise CaptchaOCRError(f"config section {prefix.rstrip('.') or cls.__name__!r} must be a mapping")
+        raise CaptchaOCRError(
+            f"config section {prefix.rstrip('.') or cls.__name__!r} must be a mapping"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -244,7 +250,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def save_run_config(run_dir: Path, spec: ModelSpec, train: TrainConfig, data: dict[str, Any]) -> None:
+def save_run_config(
+    run_dir: Path, spec: ModelSpec, train: TrainConfig, data: dict[str, Any]
+) -> None:
     """Write ``configs.yaml``: everything needed to rebuild, resume and read the run."""
     document = {
         "version": __version__,
@@ -252,7 +260,9 @@ def save_run_config(run_dir: Path, spec: ModelSpec, train: TrainConfig, data: di
         "train": to_dict(train),
         "data": data,
     }
-    write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    write_text_atomic(
+        run_dir / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    )
 
 
 def load_run_config(run_dir: str | Path) -> tuple[ModelSpec, TrainConfig, dict[str, Any]]:

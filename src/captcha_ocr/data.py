@@ -63,7 +63,9 @@ def compile_label_pattern(pattern: str | None) -> re.Pattern[str]:
     try:
         compiled = re.compile(pattern or DEFAULT_LABEL_PATTERN)
     except re.error as error:
-        raise CaptchaOCRError(f"--label-pattern {pattern!r} is not a valid regex: {error}") from None
+        raise CaptchaOCRError(
+            f"--label-pattern {pattern!r} is not a valid regex: {error}"
+        ) from None
     if "label" not in compiled.groupindex:
         raise CaptchaOCRError(
             f"--label-pattern {pattern!r} needs a named group 'label', e.g. '^(?P<label>.+)_\\d+$'"
@@ -71,7 +73,9 @@ def compile_label_pattern(pattern: str | None) -> re.Pattern[str]:
     return compiled
 
 
-def label_from_name(path: str | Path, pattern: re.Pattern[str], ignore_case: bool = False) -> str | None:
+def label_from_name(
+    path: str | Path, pattern: re.Pattern[str], ignore_case: bool = False
+) -> str | None:
     """The label of an image file from its name, or None when the pattern does not match.
 
     The pattern is matched against the file name with its last suffix removed, so
@@ -88,7 +92,9 @@ def label_from_name(path: str | Path, pattern: re.Pattern[str], ignore_case: boo
     return label.lower() if ignore_case else label
 
 
-def scan_folder(root: str | Path, label_pattern: str | None = None, ignore_case: bool = False) -> ScanResult:
+def scan_folder(
+    root: str | Path, label_pattern: str | None = None, ignore_case: bool = False
+) -> ScanResult:
     """Find image files under ``root`` (recursively, sorted) and label them by name."""
     root = Path(root)
     if not root.exists():
@@ -121,7 +127,9 @@ def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample
         if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
             continue
         if len(row) < 2:
-            raise CaptchaOCRError(f"{path}:{line_number}: expected 'path{delimiter}label', got {row!r}")
+            raise CaptchaOCRError(
+                f"{path}:{line_number}: expected 'path{delimiter}label', got {row!r}"
+            )
         image_path = Path(row[0].strip())
         if not image_path.is_absolute():
             image_path = path.parent / image_path
@@ -182,12 +190,13 @@ def split_samples(
 
 
 def write_samples_csv(path: str | Path, samples: Sequence[Sample]) -> None:
-    """Save samples as ``path,label`` CSV (atomically)."""
+    """Save samples as ``path,label`` CSV (atomically), with absolute paths so the file
+    reads the same from any working folder."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label"])
     for sample in samples:
-        writer.writerow([sample.path, sample.label])
+        writer.writerow([str(Path(sample.path).resolve()), sample.label])
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -231,15 +240,20 @@ def load_samples(
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         results = list(
-            tqdm(pool.map(read, samples), total=len(samples), desc="loading images",
-                 unit="img", disable=not progress, leave=False)
+            tqdm(
+                pool.map(read, samples),
+                total=len(samples),
+                desc="loading images",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            )
         )
     kept = [(s, r) for s, r in zip(samples, results) if isinstance(r, np.ndarray)]
     failed = [(s.path, r) for s, r in zip(samples, results) if isinstance(r, str)]
     if failed:
-        message = (
-            f"{len(failed)} of {len(samples)} image(s) could not be read, e.g. "
-            + "; ".join(reason for _, reason in failed[:3])
+        message = f"{len(failed)} of {len(samples)} image(s) could not be read, e.g. " + "; ".join(
+            reason for _, reason in failed[:3]
         )
         if strict:
             raise CaptchaOCRError(message + " (remove them, or drop --strict to skip them)")
@@ -291,7 +305,7 @@ class _SeededSecrets:
     def randbits(self, k: int) -> int:
         return self._rng.getrandbits(k)
 
-    def choice(self, seq):  # noqa: ANN001, ANN201 - mirrors secrets.choice
+    def choice(self, seq):
         return self._rng.choice(seq)
 
 
@@ -335,7 +349,9 @@ def synthesize(
         raise CaptchaOCRError(f"--charset {charset!r} must be non-empty without repeats")
     bad = sorted(set(charset) & set('/\\:*?"<>|._ '))
     if bad:
-        raise CaptchaOCRError(f"--charset cannot hold {''.join(bad)!r}: they are not safe in file names")
+        raise CaptchaOCRError(
+            f"--charset cannot hold {''.join(bad)!r}: they are not safe in file names"
+        )
     width, height = size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

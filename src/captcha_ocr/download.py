@@ -40,11 +40,18 @@ def fetch(url: str, path: Path, progress: bool = True, timeout: float = 60.0) ->
     if scheme not in ("http", "https", "file"):
         raise CaptchaOCRError(f"cannot download {url!r}: only http(s):// and file:// URLs work")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(path) as tmp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(path) as tmp:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"downloading {path.name}", disable=not progress
-            ) as bar:
+            with (
+                open(tmp, "wb") as out,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"downloading {path.name}",
+                    disable=not progress,
+                ) as bar,
+            ):
                 received = 0
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
@@ -66,10 +73,14 @@ def _safe_target(root: Path, name: str) -> Path:
     """Where archive member ``name`` goes under ``root``; an error if it escapes."""
     member = PurePosixPath(name.replace("\\", "/"))
     if member.is_absolute() or ".." in member.parts or (member.parts and ":" in member.parts[0]):
-        raise CaptchaOCRError(f"archive member {name!r} would be written outside {root}; refusing the archive")
+        raise CaptchaOCRError(
+            f"archive member {name!r} would be written outside {root}; refusing the archive"
+        )
     target = (root / Path(*member.parts)).resolve()
     if target != root.resolve() and root.resolve() not in target.parents:
-        raise CaptchaOCRError(f"archive member {name!r} would be written outside {root}; refusing the archive")
+        raise CaptchaOCRError(
+            f"archive member {name!r} would be written outside {root}; refusing the archive"
+        )
     return target
 
 
@@ -114,7 +125,9 @@ def extract(archive: Path, target: Path) -> list[Path]:
         raise CaptchaOCRError(f"{archive} is neither a zip nor a tar archive") from None
 
 
-def download(url: str, to: str | Path = "Datasets", sha256: str | None = None, progress: bool = True) -> Path:
+def download(
+    url: str, to: str | Path = "Datasets", sha256: str | None = None, progress: bool = True
+) -> Path:
     """Fetch a dataset archive into ``to`` and unpack it there; returns the folder.
 
     Skips the download when the archive (with the right checksum) is already there, and the
@@ -136,7 +149,9 @@ def download(url: str, to: str | Path = "Datasets", sha256: str | None = None, p
         actual = sha256_of(archive)
         if actual != sha256.lower():
             archive.unlink()
-            raise CaptchaOCRError(f"{name}: SHA-256 is {actual}, expected {sha256}; the file was removed")
+            raise CaptchaOCRError(
+                f"{name}: SHA-256 is {actual}, expected {sha256}; the file was removed"
+            )
     is_archive = zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)
     if not is_archive:
         log.info("%s is not an archive; left as it is", archive)

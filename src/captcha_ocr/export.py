@@ -51,7 +51,9 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
     }
 
 
-def export_model(model, spec: ModelSpec, path: str | Path, check_images: np.ndarray | None = None) -> Path:  # noqa: ANN001
+def export_model(
+    model, spec: ModelSpec, path: str | Path, check_images: np.ndarray | None = None
+) -> Path:
     """Export a Keras model to ONNX at ``path`` (atomically), checking parity on
     ``check_images`` ``(N, H, W, C)`` before the file is put in place."""
     import onnx
@@ -75,7 +77,7 @@ def export_model(model, spec: ModelSpec, path: str | Path, check_images: np.ndar
     return path
 
 
-def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:  # noqa: ANN001
+def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:
     """Compare Keras and ONNX Runtime on ``images``; raise :class:`ParityError` if they differ.
 
     Returns the largest absolute difference of per-step probabilities.
@@ -83,7 +85,9 @@ def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:  # 
     batch = images.astype(np.float32)
     expected = np.exp(model.predict(batch, batch_size=128, verbose=0))
     reader = Reader.load(onnx_path)
-    actual = np.concatenate([np.exp(reader.log_probs(batch[i : i + 128])) for i in range(0, len(batch), 128)])
+    actual = np.concatenate(
+        [np.exp(reader.log_probs(batch[i : i + 128])) for i in range(0, len(batch), 128)]
+    )
     if expected.shape != actual.shape:
         raise ParityError(f"ONNX output shape {actual.shape} differs from Keras {expected.shape}")
     difference = float(np.max(np.abs(expected - actual)))
@@ -94,7 +98,9 @@ def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:  # 
             f"(tolerance {PARITY_TOLERANCE:.0e}; {same_text:.1%} of images decode the same); "
             "the exported file was not written"
         )
-    log.info("parity: Keras and ONNX Runtime agree within %.1e on %d images", difference, len(batch))
+    log.info(
+        "parity: Keras and ONNX Runtime agree within %.1e on %d images", difference, len(batch)
+    )
     return difference
 
 
@@ -121,7 +127,9 @@ def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
     if check_images is None:
         # No validation images to hand: random pixels still catch a wrong graph.
         rng = np.random.default_rng(0)
-        check_images = rng.integers(0, 256, (16, spec.height, spec.width, spec.channels)).astype(np.uint8)
+        check_images = rng.integers(0, 256, (16, spec.height, spec.width, spec.channels)).astype(
+            np.uint8
+        )
     path = export_model(model, spec, run_dir / ONNX_FILE, check_images)
     log.info("exported %s (%.0f KB)", path, os.path.getsize(path) / 1024)
     return path

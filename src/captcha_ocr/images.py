@@ -11,14 +11,13 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from captcha_ocr.errors import CaptchaOCRError
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -69,7 +68,9 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     except IsADirectoryError:
         raise ImageLoadError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+        raise ImageLoadError(
+            f"{name}: not an image file (or a format Pillow cannot read)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageLoadError(f"{name}: image too large (decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:

@@ -89,7 +89,7 @@ class Reader:
     ['2b827', '3p4nn']
     """
 
-    def __init__(self, session, spec: ModelSpec, name: str) -> None:  # noqa: ANN001
+    def __init__(self, session, spec: ModelSpec, name: str) -> None:
         self.session = session
         self.spec = spec
         self.charset = Charset(spec.charset)
@@ -112,8 +112,12 @@ class Reader:
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ORT raises its own exception types for corrupt files
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CaptchaOCRError(f"{path} is not a readable ONNX model: {first_line[:300]}") from None
+            first_line = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise CaptchaOCRError(
+                f"{path} is not a readable ONNX model: {first_line[:300]}"
+            ) from None
         metadata = session.get_modelmeta().custom_metadata_map
         spec = read_spec(metadata, str(path))
         expected = [spec.height, spec.width, spec.channels]
@@ -130,7 +134,9 @@ class Reader:
 
     def log_probs(self, batch: np.ndarray) -> np.ndarray:
         """Run the model: ``(B, H, W, C)`` pixels -> ``(B, T, classes)`` log-probabilities."""
-        return self.session.run([self._output_name], {self._input_name: batch.astype(np.float32)})[0]
+        return self.session.run([self._output_name], {self._input_name: batch.astype(np.float32)})[
+            0
+        ]
 
     def decode(
         self, log_probs: np.ndarray, beam_width: int = 1, allowed_chars: str | None = None
@@ -147,7 +153,9 @@ class Reader:
         self, image: ImageSource, beam_width: int = 1, allowed_chars: str | None = None
     ) -> Prediction:
         """Read one image (a path, bytes, a PIL image or a NumPy array)."""
-        return self.decode(self.log_probs(self.preprocess(image)[None]), beam_width, allowed_chars)[0]
+        return self.decode(self.log_probs(self.preprocess(image)[None]), beam_width, allowed_chars)[
+            0
+        ]
 
     def read_batch(
         self,

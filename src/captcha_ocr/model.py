@@ -23,9 +23,11 @@ def _reference(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor
     """The tutorial's network, exactly: nine residual blocks, a 52-step sequence read row by
     row from the 4x13 feature map, a BiLSTM of 128 units per direction (~0.47 M parameters)."""
 
-    def block(x, filters: int, strides: int, skip_conv: bool):  # noqa: ANN001, ANN202
+    def block(x, filters: int, strides: int, skip_conv: bool):
         shortcut = x
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same", kernel_initializer="he_uniform")(x)
+        x = layers.Conv2D(
+            filters, 3, strides=strides, padding="same", kernel_initializer="he_uniform"
+        )(x)
         x = layers.BatchNormalization()(x)
         x = layers.LeakyReLU(negative_slope=0.1)(x)
         x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_uniform")(x)
@@ -51,13 +53,13 @@ def _reference(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor
     return layers.Dense(num_classes)(x)
 
 
-def _conv_bn_relu(x, filters: int):  # noqa: ANN001, ANN202
+def _conv_bn_relu(x, filters: int):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     return layers.ReLU()(x)
 
 
-def _columns_to_sequence(x):  # noqa: ANN001, ANN202
+def _columns_to_sequence(x):
     """(B, H, W, C) feature map -> (B, W, H*C): time runs left to right, one step a column."""
     height, width, channels = x.shape[1:]
     x = layers.Permute((2, 1, 3))(x)  # (B, W, H, C)

@@ -18,14 +18,19 @@ A run folder ``RUNS_DIR/<YYYYmmdd-HHMMSS>/`` holds::
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import csv
+import dataclasses
 import io
+import itertools
 import json
 import logging
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,20 +38,20 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
+import keras
+import numpy as np
+from keras import ops
 
-from captcha_ocr.augment import augment_batch  # noqa: E402
-from captcha_ocr.charset import Charset, ctc_steps_needed, greedy_decode_batch  # noqa: E402
-from captcha_ocr.config import (  # noqa: E402
+from captcha_ocr.augment import augment_batch
+from captcha_ocr.charset import Charset, ctc_steps_needed, greedy_decode_batch
+from captcha_ocr.config import (
     CONFIG_FILE,
     ModelSpec,
     TrainConfig,
     load_run_config,
     save_run_config,
 )
-from captcha_ocr.data import (  # noqa: E402
+from captcha_ocr.data import (
     Sample,
     find_samples,
     load_samples,
@@ -55,10 +60,10 @@ from captcha_ocr.data import (  # noqa: E402
     split_samples,
     write_samples_csv,
 )
-from captcha_ocr.errors import CaptchaOCRError  # noqa: E402
-from captcha_ocr.files import atomic_path, write_text_atomic  # noqa: E402
-from captcha_ocr.metrics import error_rates  # noqa: E402
-from captcha_ocr.model import build_model, time_steps  # noqa: E402
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.files import atomic_path, write_text_atomic
+from captcha_ocr.metrics import error_rates
+from captcha_ocr.model import build_model, time_steps
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ class CTCLoss(keras.losses.Loss):
     def __init__(self, name: str = "ctc", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
 
-    def call(self, y_true, y_pred):  # noqa: ANN001, ANN201
+    def call(self, y_true, y_pred):
         labels = ops.cast(y_true, "int32")
         label_length = ops.sum(ops.cast(ops.not_equal(labels, 0), "int32"), axis=-1)
         batch, steps = ops.shape(y_pred)[0], ops.shape(y_pred)[1]
@@ -195,8 +200,12 @@ def prepare_data(
     charset = Charset(spec.charset)
     for sample in (*train_samples, *val_samples):
         charset.encode(sample.label)  # a resumed run with new characters fails here, clearly
-    loaded_train = load_samples(train_samples, spec.height, spec.width, spec.channels, config.strict, progress=progress)
-    loaded_val = load_samples(val_samples, spec.height, spec.width, spec.channels, config.strict, progress=progress)
+    loaded_train = load_samples(
+        train_samples, spec.height, spec.width, spec.channels, config.strict, progress=progress
+    )
+    loaded_val = load_samples(
+        val_samples, spec.height, spec.width, spec.channels, config.strict, progress=progress
+    )
     length = spec.max_label_length
     return PreparedData(
         spec,
@@ -209,36 +218,44 @@ def prepare_data(
     )
 
 
-def make_train_dataset(data: PreparedData, config: TrainConfig, start_epoch: int, steps_per_epoch: int):  # noqa: ANN201
-    """tf.data pipeline over in-memory pixels: a seeded shuffle per epoch, augmentation in
-    parallel (NumPy/Pillow release the GIL), prefetch, so the model never waits on data.
+def training_batches(
+    data: PreparedData, config: TrainConfig, start_epoch: int, steps_per_epoch: int, depth: int = 6
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Augmented training batches ``(x (B, H, W, C) float32, y (B, L) int32)``, made ``depth``
+    batches ahead by two worker threads (NumPy and Pillow release the GIL), so the model
+    never waits on data.
 
-    Batch ``k`` of epoch ``e`` depends only on ``(seed, e, k)``: a resumed run sees the same
-    data as an uninterrupted one.
+    Batch ``k`` of epoch ``e`` depends only on ``(seed, e, k)``: a seeded shuffle per epoch and
+    a generator per batch, so a resumed run sees the same data as an uninterrupted one.
+
+    (A tf.data pipeline calling this through ``tf.numpy_function`` deadlocked here at
+    iterator teardown in TF 2.21 (the GIL against a tf.data worker), so the feed is plain
+    threads.)
     """
-    import tensorflow as tf
-
     images, labels = data.train_images, data.train_labels
     n, batch_size = len(images), min(config.batch_size, len(images))
 
-    def make_batch(step: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        epoch, index = divmod(int(step), steps_per_epoch)
+    def make_batch(epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
         chosen = order[index * batch_size : (index + 1) * batch_size]
         rng = np.random.default_rng([config.seed, epoch, index, 1])
-        batch = augment_batch(images[chosen], config.augment, rng)
-        return batch.astype(np.float32), labels[chosen]
+        return augment_batch(images[chosen], config.augment, rng).astype(np.float32), labels[chosen]
 
-    shape = (batch_size, *images.shape[1:])
-
-    def to_tensors(step):  # noqa: ANN001, ANN202
-        x, y = tf.numpy_function(make_batch, [step], [tf.float32, tf.int32], stateful=False)
-        x.set_shape(shape)
-        y.set_shape((batch_size, labels.shape[1]))
-        return x, y
-
-    steps = tf.data.Dataset.range(start_epoch * steps_per_epoch, config.epochs * steps_per_epoch)
-    return steps.map(to_tensors, num_parallel_calls=2, deterministic=True).prefetch(4)
+    jobs = ((e, k) for e in range(start_epoch, config.epochs) for k in range(steps_per_epoch))
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batches") as pool:
+        pending = collections.deque(
+            pool.submit(make_batch, *job) for job in itertools.islice(jobs, depth)
+        )
+        try:
+            while pending:
+                future = pending.popleft()
+                job = next(jobs, None)
+                if job is not None:
+                    pending.append(pool.submit(make_batch, *job))
+                yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 class EpochMonitor(keras.callbacks.Callback):
@@ -267,7 +284,7 @@ class EpochMonitor(keras.callbacks.Callback):
         self.started = 0.0
         self.elapsed_before = state.elapsed_s
 
-    def on_train_begin(self, logs=None):  # noqa: ANN001
+    def on_train_begin(self, logs=None):
         from tqdm import tqdm
 
         self.started = time.perf_counter()
@@ -280,16 +297,18 @@ class EpochMonitor(keras.callbacks.Callback):
             dynamic_ncols=True,
         )
 
-    def on_train_batch_begin(self, batch, logs=None):  # noqa: ANN001
+    def on_train_batch_begin(self, batch, logs=None):
         if self.config.schedule == "cosine":
             step = self.state.epochs_done * self.steps_per_epoch + batch
-            self.model.optimizer.learning_rate.assign(cosine_learning_rate(self.config, step, self.steps_per_epoch))
+            self.model.optimizer.learning_rate.assign(
+                cosine_learning_rate(self.config, step, self.steps_per_epoch)
+            )
 
-    def on_train_batch_end(self, batch, logs=None):  # noqa: ANN001
+    def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:
             self.bar.update(1)
 
-    def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, C901
+    def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         val_loss, val_cer, val_wer = self.validate()
         logs.update(val_loss=val_loss, val_cer=val_cer, val_wer=val_wer)
@@ -297,8 +316,15 @@ class EpochMonitor(keras.callbacks.Callback):
         state.epochs_done = epoch + 1
         state.elapsed_s = self.elapsed_before + time.perf_counter() - self.started
         lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", math.nan)), "val_loss": val_loss,
-               "val_cer": val_cer, "val_wer": val_wer, "lr": lr, "elapsed_s": round(state.elapsed_s, 3)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(logs.get("loss", math.nan)),
+            "val_loss": val_loss,
+            "val_cer": val_cer,
+            "val_wer": val_wer,
+            "lr": lr,
+            "elapsed_s": round(state.elapsed_s, 3),
+        }
         self.history.append(row)
 
         improved = (val_cer, val_loss) < (state.best_cer, state.best_loss)
@@ -308,11 +334,16 @@ class EpochMonitor(keras.callbacks.Callback):
             save_model_atomic(self.model, self.run_dir / BEST_MODEL)
         else:
             state.plateau_wait += 1
-            if self.config.schedule == "plateau" and state.plateau_wait >= self.config.plateau_patience:
+            if (
+                self.config.schedule == "plateau"
+                and state.plateau_wait >= self.config.plateau_patience
+            ):
                 self.model.optimizer.learning_rate.assign(lr * self.config.plateau_factor)
                 state.plateau_wait = 0
         if epoch + 1 - state.best_epoch >= self.config.patience:
-            state.stop_reason = f"early stop: no better validation CER for {self.config.patience} epochs"
+            state.stop_reason = (
+                f"early stop: no better validation CER for {self.config.patience} epochs"
+            )
         elif self.config.time_limit and state.elapsed_s >= self.config.time_limit:
             state.stop_reason = f"time limit of {self.config.time_limit:g} s reached"
         elif epoch + 1 >= self.config.epochs:
@@ -331,13 +362,15 @@ class EpochMonitor(keras.callbacks.Callback):
             self.bar.set_postfix(loss=f"{row['loss']:.3f}", val_cer=f"{val_cer:.4f}", refresh=False)
         log.info(message)
 
-    def on_train_end(self, logs=None):  # noqa: ANN001
+    def on_train_end(self, logs=None):
         if self.bar is not None:
             self.bar.close()
 
     def validate(self) -> tuple[float, float, float]:
         """Loss, CER and WER on the validation split, with greedy decoding."""
-        log_probs = self.model.predict(self.data.val_images.astype(np.float32), batch_size=256, verbose=0)
+        log_probs = self.model.predict(
+            self.data.val_images.astype(np.float32), batch_size=256, verbose=0
+        )
         loss = float(np.mean(ops.convert_to_numpy(CTCLoss().call(self.data.val_labels, log_probs))))
         texts = [self.charset.decode(classes) for classes, _ in greedy_decode_batch(log_probs)]
         cer, wer = error_rates(self.val_texts, texts)
@@ -373,7 +406,10 @@ def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -392,7 +428,10 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     axes[0].set_title("CTC loss")
     axes[0].set_yscale("log")
     axes[0].legend()
-    for axis, key, title in ((axes[1], "val_cer", "validation CER"), (axes[2], "val_wer", "validation WER")):
+    for axis, key, title in (
+        (axes[1], "val_cer", "validation CER"),
+        (axes[2], "val_wer", "validation WER"),
+    ):
         axis.plot(epochs, [max(r[key], 1e-4) for r in history], color="tab:orange")
         axis.set_yscale("log")
         axis.set_title(title)
@@ -412,6 +451,19 @@ def new_run_dir(out: Path) -> Path:
     while run_dir.exists():
         run_dir, k = out / f"{stamp}-{k}", k + 1
     return run_dir
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``RUNS_DIR/latest`` a link to ``run_dir`` (replaced atomically)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as error:  # some file systems have no links; the run is still fine
+        log.debug("could not link %s: %s", link, error)
 
 
 def check_writable(folder: Path, need_bytes: int = 50_000_000) -> None:
@@ -436,11 +488,13 @@ def train(
     config: TrainConfig | None = None,
     resume: str | Path | None = None,
     progress: bool = True,
+    resume_epochs: int | None = None,
 ) -> TrainResult:
     """Train a reader; returns when the budget, early stopping, the time limit or Ctrl-C ends it.
 
     ``data`` is a folder of labeled images or a ``path,label`` CSV. With ``resume`` (a run
-    folder), training continues where it stopped, with the run's own config and split.
+    folder), training continues where it stopped, with the run's own config and split;
+    ``resume_epochs`` raises (or lowers) its epoch budget.
     Export the result with :func:`captcha_ocr.export.export_run`.
 
     >>> result = train("data/captchas", "runs", TrainConfig(epochs=50))  # doctest: +SKIP
@@ -450,6 +504,9 @@ def train(
     if resume is not None:
         run_dir = Path(resume)
         spec, config, data_info = load_run_config(run_dir)
+        if resume_epochs is not None:
+            config = dataclasses.replace(config, epochs=resume_epochs)
+            save_run_config(run_dir, spec, config, data_info)
         for name in ("train.csv", "val.csv", LAST_MODEL):
             if not (run_dir / name).is_file():
                 raise CaptchaOCRError(f"cannot resume {run_dir}: {name} is missing")
@@ -485,40 +542,62 @@ def train(
     if resume is None:
         log.info(
             "charset %r (%d), labels up to %d chars, input %dx%dx%d, preset %r: %s parameters, %d time steps",
-            spec.charset, len(spec.charset), spec.max_label_length, spec.width, spec.height,
-            spec.channels, spec.preset, f"{model.count_params():,}", steps,
+            spec.charset,
+            len(spec.charset),
+            spec.max_label_length,
+            spec.width,
+            spec.height,
+            spec.channels,
+            spec.preset,
+            f"{model.count_params():,}",
+            steps,
         )
         save_run_config(run_dir, spec, config, data_info)
         write_samples_csv(run_dir / "train.csv", train_samples)
         write_samples_csv(run_dir / "val.csv", val_samples)
+        point_latest(run_dir)
     prepared = prepare_data(train_samples, val_samples, spec, config, progress)
-    log.info("split: %d training, %d validation images", len(prepared.train_samples), len(prepared.val_samples))
+    log.info(
+        "split: %d training, %d validation images",
+        len(prepared.train_samples),
+        len(prepared.val_samples),
+    )
 
     if resume is not None:
         model = keras.models.load_model(run_dir / LAST_MODEL, safe_mode=True)
     else:
         model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
 
-    steps_per_epoch = max(1, len(prepared.train_images) // min(config.batch_size, len(prepared.train_images)))
-    dataset = make_train_dataset(prepared, config, state.epochs_done, steps_per_epoch)
+    steps_per_epoch = max(
+        1, len(prepared.train_images) // min(config.batch_size, len(prepared.train_images))
+    )
     monitor = EpochMonitor(prepared, config, run_dir, state, history, steps_per_epoch, progress)
-    callbacks = [monitor, keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)]
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)
+    callbacks = keras.callbacks.CallbackList([monitor, tensorboard], model=model)
     log.info("training in %s (Ctrl-C stops cleanly and keeps the best model)", run_dir)
+    batches = training_batches(prepared, config, state.epochs_done, steps_per_epoch)
+    callbacks.on_train_begin()
     try:
-        model.fit(
-            dataset,
-            epochs=config.epochs,
-            initial_epoch=state.epochs_done,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles, seeded per epoch
-            verbose=0,
-        )
+        for epoch in range(state.epochs_done, config.epochs):
+            callbacks.on_epoch_begin(epoch)
+            losses = []
+            for index in range(steps_per_epoch):
+                x, y = next(batches)
+                callbacks.on_train_batch_begin(index)
+                losses.append(float(model.train_on_batch(x, y)))
+                callbacks.on_train_batch_end(index, {"loss": losses[-1]})
+            callbacks.on_epoch_end(epoch, {"loss": float(np.mean(losses))})
+            if model.stop_training:
+                break
     except KeyboardInterrupt:
-        monitor.on_train_end()
         state.stop_reason = f"interrupted after {state.epochs_done} complete epoch(s)"
         state.save(run_dir)
-        log.warning("interrupted: keeping the best checkpoint of %d complete epoch(s)", state.epochs_done)
+        log.warning(
+            "interrupted: keeping the best checkpoint of %d complete epoch(s)", state.epochs_done
+        )
+    finally:
+        batches.close()
+        callbacks.on_train_end()
     if not (run_dir / BEST_MODEL).is_file():
         raise CaptchaOCRError(
             f"training stopped before the first epoch ended; nothing to keep in {run_dir}"
@@ -526,7 +605,9 @@ def train(
     plot_curves(history, run_dir / "curves.png")
     log.info(
         "%s; best epoch %d: val_cer %.4f, val_wer %.4f (%.0f s)",
-        state.stop_reason, state.best_epoch, state.best_cer,
+        state.stop_reason,
+        state.best_epoch,
+        state.best_cer,
         next((r["val_wer"] for r in history if r["epoch"] == state.best_epoch), math.nan),
         state.elapsed_s,
     )
@@ -536,7 +617,9 @@ def train(
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """Adam or AdamW with gradient clipping (CTC gradients spike early in training)."""
     if config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, clipnorm=5.0)
+        optimizer = keras.optimizers.AdamW(
+            config.learning_rate, weight_decay=config.weight_decay, clipnorm=5.0
+        )
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         return optimizer
     return keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
@@ -552,4 +635,6 @@ def load_best_model(run_dir: str | Path) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for damaged archives
-        raise CaptchaOCRError(f"{path} cannot be loaded: {str(error).splitlines()[0][:200]}") from None
+        raise CaptchaOCRError(
+            f"{path} cannot be loaded: {str(error).splitlines()[0][:200]}"
+        ) from None

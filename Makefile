@@ -1,0 +1,35 @@
+# Every target creates .venv and installs what it needs, so each works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev]"
+	touch $(STAMP)
+
+# Draw captchas, train on them, evaluate, read a few: the whole tool in a few minutes.
+demo: $(STAMP)
+	$(BIN)/python -m captcha_ocr synth demo/data --count 4000 --seed 1
+	$(BIN)/python -m captcha_ocr train demo/data --out demo/runs --epochs 30 --seed 1
+	$(BIN)/python -m captcha_ocr evaluate demo/runs/latest demo/runs/latest/val.csv --show 5
+	$(BIN)/python -m captcha_ocr synth demo/new --count 5 --seed 99
+	$(BIN)/python -m captcha_ocr predict demo/runs/latest demo/new
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf demo .pytest_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""Training behaviour: label checks before training, resume, Ctrl-C, variable-length labels."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captcha_ocr.config import resolve_train_config
+from captcha_ocr.errors import CaptchaOCRError
+
+pytestmark = pytest.mark.slow
+
+
+def _config(**overrides):  # noqa: ANN003, ANN202
+    return resolve_train_config("tiny", cli_overrides={"epochs": 2, "seed": 1, **overrides})
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    with open(run_dir / "history.csv") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_ctc_loss_ignores_padding_and_reads_true_lengths() -> None:
+    import keras
+
+    from captcha_ocr.train import CTCLoss
+
+    rng = np.random.default_rng(0)
+    log_probs = np.log(rng.dirichlet(np.ones(5), size=(2, 12))).astype(np.float32)
+    short = np.array([[1, 2, 0, 0, 0], [3, 3, 4, 0, 0]])
+    padded_longer = np.array([[1, 2, 0, 0, 0, 0, 0], [3, 3, 4, 0, 0, 0, 0]])
+    a = keras.ops.convert_to_numpy(CTCLoss().call(short, log_probs))
+    b = keras.ops.convert_to_numpy(CTCLoss().call(padded_longer, log_probs))
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    other = keras.ops.convert_to_numpy(CTCLoss().call(np.array([[1, 2, 1, 0, 0], [3, 3, 4, 0, 0]]), log_probs))
+    assert other[0] != pytest.approx(a[0])  # the loss does read the label
+
+
+def test_labels_too_long_fail_before_training(synth_dir: Path, tmp_path: Path) -> None:
+    from captcha_ocr.train import train
+
+    # Width 16 gives the tiny preset 4 time steps: 5-character labels cannot fit.
+    with pytest.raises(CaptchaOCRError, match="CTC steps"):
+        train(synth_dir, tmp_path, _config(width=16, height=16))
+    assert not any(tmp_path.rglob("*.keras"))
+
+
+def test_image_size_the_preset_cannot_take(synth_dir: Path, tmp_path: Path) -> None:
+    from captcha_ocr.train import train
+
+    with pytest.raises(CaptchaOCRError, match="at least"):
+        train(synth_dir, tmp_path, resolve_train_config("default", cli_overrides={"height": 10}))
+
+
+def test_interrupt_keeps_best_and_resume_continues(synth_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from captcha_ocr import train as train_module
+    from captcha_ocr.export import export_run
+    from captcha_ocr.infer import Reader
+
+    original = train_module.EpochMonitor.on_epoch_end
+
+    def interrupt_in_third_epoch(self, epoch, logs=None):  # noqa: ANN001, ANN202
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.EpochMonitor, "on_epoch_end", interrupt_in_third_epoch)
+    result = train_module.train(synth_dir, tmp_path, _config(epochs=5), progress=False)
+    monkeypatch.undo()
+    assert "interrupted" in result.state.stop_reason
+    assert result.state.epochs_done == 2 and _epochs(result.run_dir) == [1, 2]
+    assert (result.run_dir / "model.keras").is_file()
+    export_run(result.run_dir)
+    assert Reader.load(result.run_dir).read(next(synth_dir.glob("*.png"))).text is not None
+
+    resumed = train_module.train(None, tmp_path, resume=result.run_dir, progress=False)
+    assert _epochs(resumed.run_dir) == [1, 2, 3, 4, 5]
+    assert resumed.state.epochs_done == 5 and "budget" in resumed.state.stop_reason
+
+
+def test_resume_refuses_a_run_with_missing_files(synth_dir: Path, tmp_path: Path) -> None:
+    from captcha_ocr.train import train
+
+    result = train(synth_dir, tmp_path, _config(epochs=1), progress=False)
+    broken = tmp_path / "broken"
+    shutil.copytree(result.run_dir, broken)
+    (broken / "last.keras").unlink()
+    with pytest.raises(CaptchaOCRError, match="last.keras is missing"):
+        train(None, tmp_path, resume=broken, resume_epochs=3)
+    with pytest.raises(CaptchaOCRError, match="already ran"):
+        train(None, tmp_path, resume=result.run_dir)
+
+
+def test_unwritable_run_folder_is_detected_before_training(synth_dir: Path, tmp_path: Path) -> None:
+    from captcha_ocr.train import train
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CaptchaOCRError, match="cannot write"):
+        train(synth_dir, blocker / "runs", _config())
