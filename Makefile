@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 # Draw captchas, train on them, evaluate, read a few: the whole tool in a few minutes.
 demo: $(STAMP)
-	$(BIN)/python -m captcha_ocr synth demo/data --count 4000 --seed 1
+	$(BIN)/python -m captcha_ocr synth demo/data --count 3000 --seed 1
 	$(BIN)/python -m captcha_ocr train demo/data --out demo/runs --epochs 30 --seed 1
 	$(BIN)/python -m captcha_ocr evaluate demo/runs/latest demo/runs/latest/val.csv --show 5
 	$(BIN)/python -m captcha_ocr synth demo/new --count 5 --seed 99

@@ -152,6 +152,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from captcha_ocr.export import export_run
 
     print(export_run(args.run_dir))
+    if args.int8:
+        from captcha_ocr.export import export_int8
+
+        path, float_accuracy, int8_accuracy = export_int8(args.run_dir)
+        print(
+            f"validation accuracy: float {float_accuracy:.2%}, int8 {int8_accuracy:.2%}: "
+            + (f"kept {path}" if path else "int8 model rejected (more than 0.2 points lost)")
+        )
     return 0
 
 
@@ -224,6 +232,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from captcha_ocr.serve import ServeSettings, run_server
+    except ImportError as error:
+        raise CaptchaOCRError(
+            f"serve needs the [serve] extra ({error.name} is missing): pip install 'captcha-ocr[serve]'"
+        ) from None
+
+    settings = ServeSettings(
+        threads=args.threads,
+        batch_wait_ms=args.batch_wait_ms,
+        max_batch=args.max_batch,
+        max_image_bytes=args.max_image_bytes,
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+    )
+    run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings)
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -293,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", "export a run's best model to RUN_DIR/model.onnx (checks parity)", cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx, kept only if its validation accuracy is within "
+        "0.2 points of the float model",
+    )
 
     p = add("predict", "read captcha images with a trained model", cmd_predict)
     p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
@@ -311,6 +345,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, help="wrong predictions to print (default 20)")
     _add_label_options(p)
     _add_read_options(p)
+
+    p = add("serve", "serve a model over HTTP (POST /v1/read; docs at /docs)", cmd_serve)
+    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="server processes, each with the model loaded once"
+    )
+    p.add_argument(
+        "--threads", type=int, help="ONNX Runtime threads per worker (default: one per core)"
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a request waits to be batched with concurrent ones (0 = no batching)",
+    )
+    p.add_argument("--max-batch", type=int, default=64, help="largest micro-batch (default 64)")
+    p.add_argument(
+        "--max-image-bytes", type=int, default=2_000_000, help="per image (default 2 MB)"
+    )
+    p.add_argument("--max-images", type=int, default=64, help="images per request (default 64)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=4_000_000,
+        help="pixels per image, checked before decoding (default 4,000,000)",
+    )
     return parser
 
 

@@ -104,6 +104,114 @@ def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:
     return difference
 
 
+def quantize_int8(
+    float_path: Path, int8_path: Path, spec: ModelSpec, calibration: np.ndarray
+) -> Path:
+    """Static int8 quantization (QDQ, per-channel weights) with ONNX Runtime's tools,
+    calibrated on ``calibration`` images ``(N, H, W, C)``; metadata is carried over."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            import onnxruntime as ort
+
+            name = (
+                ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
+                .get_inputs()[0]
+                .name
+            )
+            self.batches = iter(
+                {name: calibration[i : i + 16].astype(np.float32)}
+                for i in range(0, len(calibration), 16)
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        raw, prepared = Path(tmp_dir) / "int8.onnx", Path(tmp_dir) / "prepared.onnx"
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)  # shape inference
+        quantize_static(
+            str(prepared),
+            str(raw),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        )
+        proto = onnx.load(str(raw))
+    del proto.metadata_props[:]
+    for key, value in {**onnx_metadata(spec), "quantization": "int8"}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(int8_path) as tmp:
+        onnx.save(proto, str(tmp))
+    return int8_path
+
+
+def export_int8(run_dir: str | Path, max_drop: float = 0.002) -> tuple[Path | None, float, float]:
+    """Quantize a run's ``model.onnx`` to ``model.int8.onnx``, calibrated on its training
+    images, and keep it only if its accuracy on the validation split is within ``max_drop``
+    (0.2 points) of the float model's. Returns (path or None, float accuracy, int8 accuracy).
+    """
+    from captcha_ocr.evaluate import evaluate
+
+    run_dir = Path(run_dir)
+    spec, _, _ = load_run_config(run_dir)
+    float_path = run_dir / ONNX_FILE
+    if not float_path.is_file():
+        raise CaptchaOCRError(
+            f"{run_dir} has no {ONNX_FILE}; export it first: captcha-ocr export {run_dir}"
+        )
+    for name in ("train.csv", "val.csv"):
+        if not (run_dir / name).is_file():
+            raise CaptchaOCRError(
+                f"{run_dir} has no {name}: int8 needs it to calibrate and check accuracy"
+            )
+    train_samples = read_labels_file(run_dir / "train.csv")
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(train_samples), size=min(256, len(train_samples)), replace=False)
+    calibration = load_samples(
+        [train_samples[i] for i in chosen], spec.height, spec.width, spec.channels
+    ).images
+    int8_path = run_dir / "model.int8.onnx"
+    candidate = run_dir / ".model.int8.candidate.onnx"
+    try:
+        quantize_int8(float_path, candidate, spec, calibration)
+        val = read_labels_file(run_dir / "val.csv")
+        float_accuracy = evaluate(Reader.load(float_path), val).accuracy
+        int8_accuracy = evaluate(Reader.load(candidate), val).accuracy
+        log.info(
+            "validation accuracy: float %.2f%%, int8 %.2f%%",
+            100 * float_accuracy,
+            100 * int8_accuracy,
+        )
+        if int8_accuracy + max_drop + 1e-12 < float_accuracy:
+            log.warning(
+                "int8 model rejected: it loses %.2f points of accuracy (limit %.2f); keep using %s",
+                100 * (float_accuracy - int8_accuracy),
+                100 * max_drop,
+                float_path.name,
+            )
+            return None, float_accuracy, int8_accuracy
+        os.replace(candidate, int8_path)
+        log.info("exported %s (%.0f KB)", int8_path, os.path.getsize(int8_path) / 1024)
+        return int8_path, float_accuracy, int8_accuracy
+    finally:
+        if candidate.exists():
+            candidate.unlink()
+
+
 def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
     """Export a run folder's best model to ``RUN_DIR/model.onnx`` and check parity on its
     validation images.

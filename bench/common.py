@@ -1,0 +1,82 @@
+"""Helpers shared by the benchmarks: the machine, result tables, RESULTS.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "RESULTS.md"
+REFERENCE_SET = BENCH_DIR.parents[1] / "shared" / "datasets" / "captcha_images_v2"
+
+
+def machine() -> str:
+    """One line naming the machine: CPU model, cores, Python, and the key packages."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for name in ("tensorflow", "keras", "onnxruntime"):
+        try:
+            from importlib.metadata import version
+
+            versions.append(f"{name} {version(name if name != 'tensorflow' else 'tensorflow-cpu')}")
+        except Exception:
+            try:
+                versions.append(f"{name} {version(name)}")
+            except Exception:
+                pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, no GPU, Python {platform.python_version()}, "
+        + ", ".join(versions)
+    )
+
+
+def command_line() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def update_section(name: str, markdown: str, results: Path = RESULTS) -> None:
+    """Replace the ``<!-- name -->`` ... ``<!-- /name -->`` section of RESULTS.md (or append)."""
+    block = f"<!-- {name} -->\n{markdown.strip()}\n<!-- /{name} -->"
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = results.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(results)
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=BENCH_DIR, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def require_reference_set(path: Path = REFERENCE_SET) -> Path:
+    if not path.is_dir():
+        sys.exit(f"the reference set is missing: expected {path} (see ../shared/datasets/README.md)")
+    return path

@@ -1,0 +1,122 @@
+"""Reading speed with ONNX Runtime on the CPU: single-image latency and batched throughput.
+
+Measures the exported models of the `default` and `reference` presets (weights do not change
+the speed, so fresh ones are exported unless run folders are given), with 1 and 2 threads,
+interleaved in one run so that machine noise hits both alike.
+
+    python bench/read_speed.py
+    python bench/read_speed.py --runs default=runs/A reference=runs/B
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BENCH_DIR, command_line, machine, table, update_section  # noqa: E402
+
+from captcha_ocr.config import ModelSpec  # noqa: E402
+from captcha_ocr.infer import Reader, resolve_model_path  # noqa: E402
+
+CHARSET = "2345678bcdefgmnpwxy"
+
+
+def export_fresh(preset: str, folder: Path) -> tuple[Path, int]:
+    from captcha_ocr.export import export_model
+    from captcha_ocr.model import build_model
+
+    channels = 3 if preset == "reference" else 1
+    spec = ModelSpec(preset, CHARSET, 50, 200, channels, 5)
+    model = build_model(spec)
+    path = export_model(model, spec, folder / f"{preset}.onnx")
+    return path, model.count_params()
+
+
+def count_params(onnx_path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    return int(sum(np.prod(t.dims) for t in proto.graph.initializer))
+
+
+def measure(reader: Reader, images: np.ndarray, single: int, batch: int, rounds: int) -> tuple[float, float]:
+    """(p50 single-image latency in ms for preprocessed input + decode, batched images/s)."""
+    one = images[:1]
+    for _ in range(20):
+        reader.decode(reader.log_probs(one))
+    latencies = []
+    for i in range(single):
+        started = time.perf_counter()
+        reader.decode(reader.log_probs(images[i % len(images)][None]))
+        latencies.append(time.perf_counter() - started)
+    block = images[:batch]
+    reader.decode(reader.log_probs(block))
+    started = time.perf_counter()
+    for _ in range(rounds):
+        reader.decode(reader.log_probs(block))
+    throughput = rounds * len(block) / (time.perf_counter() - started)
+    return 1000 * statistics.median(latencies), throughput
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="*", default=[], help="PRESET=RUN_DIR_OR_ONNX pairs")
+    parser.add_argument("--single", type=int, default=1000, help="single-image reads per setting")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=20, help="batched calls per setting")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    given = dict(item.split("=", 1) for item in args.runs)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {}
+        for preset in ("default", "reference"):
+            if preset in given:
+                path = resolve_model_path(given[preset])
+                models[preset] = (path, count_params(path))
+            else:
+                models[preset] = export_fresh(preset, Path(tmp))
+        results = {}
+        rng = np.random.default_rng(0)
+        for threads in (1, 2):
+            for preset, (path, _) in models.items():
+                reader = Reader.load(path, threads=threads)
+                spec = reader.spec
+                images = rng.integers(0, 256, (args.batch, spec.height, spec.width, spec.channels)).astype(np.float32)
+                results[preset, threads] = measure(reader, images, args.single, args.batch, args.rounds)
+                print(f"{preset} threads={threads}: p50 {results[preset, threads][0]:.3f} ms, "
+                      f"{results[preset, threads][1]:.0f} img/s", flush=True)
+        for preset, (path, params) in models.items():
+            for threads in (1, 2):
+                p50, rate = results[preset, threads]
+                rows.append([preset, threads, f"{p50:.3f}", f"{rate:.0f}", f"{params:,}",
+                             f"{path.stat().st_size / 1024:.0f} KB"])
+    ratios = []
+    for threads in (1, 2):
+        d, r = results["default", threads], results["reference", threads]
+        ratios.append(f"{threads} thread(s): latency {r[0] / d[0]:.1f}x lower, throughput {d[1] / r[1]:.1f}x higher")
+    text = (
+        "### Reading speed (ONNX Runtime, CPU)\n\n"
+        "Latency: one preprocessed 200x50 image through the model and greedy CTC decoding, median "
+        f"of {args.single}. Throughput: batches of {args.batch}, model + decoding.\n\n"
+        + table(["model", "threads", "p50 latency (ms)", "batched img/s", "parameters", "ONNX size"], rows)
+        + "\n\nDefault against reference, measured in the same run: " + "; ".join(ratios) + "."
+        + f"\n\nCommand: `{command_line()}`  \nMachine: {machine()}\n"
+    )
+    print(text)
+    update_section("read-speed", text, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
