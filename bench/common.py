@@ -25,17 +25,20 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    versions = []
-    for name in ("tensorflow", "keras", "onnxruntime"):
-        try:
-            from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-            versions.append(f"{name} {version(name if name != 'tensorflow' else 'tensorflow-cpu')}")
-        except Exception:
+    versions = []
+    for label, names in (
+        ("tensorflow", ("tensorflow-cpu", "tensorflow")),
+        ("keras", ("keras",)),
+        ("onnxruntime", ("onnxruntime",)),
+    ):
+        for name in names:
             try:
-                versions.append(f"{name} {version(name)}")
-            except Exception:
-                pass
+                versions.append(f"{label} {version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
     return (
         f"{cpu}, {os.cpu_count()} cores, no GPU, Python {platform.python_version()}, "
         + ", ".join(versions)
@@ -43,7 +46,7 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    return "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -62,7 +65,11 @@ def update_section(name: str, markdown: str, results: Path = RESULTS) -> None:
     block = f"<!-- {name} -->\n{markdown.strip()}\n<!-- /{name} -->"
     text = results.read_text() if results.exists() else "# Benchmark results\n"
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     tmp = results.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(results)
@@ -70,13 +77,20 @@ def update_section(name: str, markdown: str, results: Path = RESULTS) -> None:
 
 def git_revision() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=BENCH_DIR, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=BENCH_DIR,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def require_reference_set(path: Path = REFERENCE_SET) -> Path:
     if not path.is_dir():
-        sys.exit(f"the reference set is missing: expected {path} (see ../shared/datasets/README.md)")
+        sys.exit(
+            f"the reference set is missing: expected {path} (see ../shared/datasets/README.md)"
+        )
     return path

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     BENCH_DIR,
     REFERENCE_SET,
     command_line,
@@ -32,12 +32,12 @@ from common import (  # noqa: E402
     update_section,
 )
 
-from captcha_ocr.config import resolve_train_config  # noqa: E402
-from captcha_ocr.data import find_samples, write_samples_csv  # noqa: E402
-from captcha_ocr.evaluate import evaluate  # noqa: E402
-from captcha_ocr.export import export_run  # noqa: E402
-from captcha_ocr.infer import Reader  # noqa: E402
-from captcha_ocr.train import train  # noqa: E402
+from captcha_ocr.config import resolve_train_config
+from captcha_ocr.data import find_samples, write_samples_csv
+from captcha_ocr.evaluate import evaluate
+from captcha_ocr.export import export_run
+from captcha_ocr.infer import Reader
+from captcha_ocr.train import train
 
 
 def fold_indices(count: int, folds: int, seed: int) -> list[np.ndarray]:
@@ -76,8 +76,11 @@ def run(args: argparse.Namespace) -> dict:
                 "wrong": [(Path(r.path).name, r.prediction) for r in report.wrong],
             }
             results.append(row)
-            print(f"fold {k}: accuracy {report.accuracy:.2%}  CER {report.cer:.4f}  "
-                  f"({seconds:.0f} s, best epoch {result.state.best_epoch})", flush=True)
+            print(
+                f"fold {k}: accuracy {report.accuracy:.2%}  CER {report.cer:.4f}  "
+                f"({seconds:.0f} s, best epoch {result.state.best_epoch})",
+                flush=True,
+            )
     return {"preset": args.preset, "config": {"epochs": config.epochs}, "folds": results}
 
 
@@ -88,10 +91,19 @@ def report_markdown(summary: dict, plot: Path | None) -> str:
     sec_mean, _ = mean_std([r["train_seconds"] for r in rows])
     body = table(
         ["fold", "train / test images", "accuracy", "CER", "epochs (best)", "train s", "misread"],
-        [[r["fold"], f"{r['train_images']} / {r['test_images']}", f"{r['accuracy']:.2%}", f"{r['cer']:.4f}",
-          f"{r['epochs']} ({r['best_epoch']})", f"{r['train_seconds']:.0f}",
-          ", ".join(f"{n}->{p}" for n, p in r["wrong"][:4]) + (" ..." if len(r["wrong"]) > 4 else "")]
-         for r in rows],
+        [
+            [
+                r["fold"],
+                f"{r['train_images']} / {r['test_images']}",
+                f"{r['accuracy']:.2%}",
+                f"{r['cer']:.4f}",
+                f"{r['epochs']} ({r['best_epoch']})",
+                f"{r['train_seconds']:.0f}",
+                ", ".join(f"{n}->{p}" for n, p in r["wrong"][:4])
+                + (" ..." if len(r["wrong"]) > 4 else ""),
+            ]
+            for r in rows
+        ],
     )
     text = (
         f"### {len(rows)}-fold cross-validation, preset `{summary['preset']}`\n\n"
@@ -127,7 +139,9 @@ def plot_folds(summary: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=REFERENCE_SET)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--folds", type=int, default=5)

@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_DIR, command_line, machine, table, update_section  # noqa: E402
+from common import BENCH_DIR, command_line, machine, table, update_section
 
-from captcha_ocr.config import ModelSpec  # noqa: E402
-from captcha_ocr.infer import Reader, resolve_model_path  # noqa: E402
+from captcha_ocr.config import ModelSpec
+from captcha_ocr.infer import Reader, resolve_model_path
 
 CHARSET = "2345678bcdefgmnpwxy"
 
@@ -48,7 +48,9 @@ def count_params(onnx_path: Path) -> int:
     return int(sum(np.prod(t.dims) for t in proto.graph.initializer))
 
 
-def measure(reader: Reader, images: np.ndarray, single: int, batch: int, rounds: int) -> tuple[float, float]:
+def measure(
+    reader: Reader, images: np.ndarray, single: int, batch: int, rounds: int
+) -> tuple[float, float]:
     """(p50 single-image latency in ms for preprocessed input + decode, batched images/s)."""
     one = images[:1]
     for _ in range(20):
@@ -68,7 +70,9 @@ def measure(reader: Reader, images: np.ndarray, single: int, batch: int, rounds:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", nargs="*", default=[], help="PRESET=RUN_DIR_OR_ONNX pairs")
     parser.add_argument("--single", type=int, default=1000, help="single-image reads per setting")
     parser.add_argument("--batch", type=int, default=256)
@@ -92,25 +96,47 @@ def main(argv: list[str] | None = None) -> int:
             for preset, (path, _) in models.items():
                 reader = Reader.load(path, threads=threads)
                 spec = reader.spec
-                images = rng.integers(0, 256, (args.batch, spec.height, spec.width, spec.channels)).astype(np.float32)
-                results[preset, threads] = measure(reader, images, args.single, args.batch, args.rounds)
-                print(f"{preset} threads={threads}: p50 {results[preset, threads][0]:.3f} ms, "
-                      f"{results[preset, threads][1]:.0f} img/s", flush=True)
+                images = rng.integers(
+                    0, 256, (args.batch, spec.height, spec.width, spec.channels)
+                ).astype(np.float32)
+                results[preset, threads] = measure(
+                    reader, images, args.single, args.batch, args.rounds
+                )
+                print(
+                    f"{preset} threads={threads}: p50 {results[preset, threads][0]:.3f} ms, "
+                    f"{results[preset, threads][1]:.0f} img/s",
+                    flush=True,
+                )
         for preset, (path, params) in models.items():
             for threads in (1, 2):
                 p50, rate = results[preset, threads]
-                rows.append([preset, threads, f"{p50:.3f}", f"{rate:.0f}", f"{params:,}",
-                             f"{path.stat().st_size / 1024:.0f} KB"])
+                rows.append(
+                    [
+                        preset,
+                        threads,
+                        f"{p50:.3f}",
+                        f"{rate:.0f}",
+                        f"{params:,}",
+                        f"{path.stat().st_size / 1024:.0f} KB",
+                    ]
+                )
     ratios = []
     for threads in (1, 2):
         d, r = results["default", threads], results["reference", threads]
-        ratios.append(f"{threads} thread(s): latency {r[0] / d[0]:.1f}x lower, throughput {d[1] / r[1]:.1f}x higher")
+        ratios.append(
+            f"{threads} thread(s): latency {r[0] / d[0]:.1f}x lower, throughput {d[1] / r[1]:.1f}x higher"
+        )
     text = (
         "### Reading speed (ONNX Runtime, CPU)\n\n"
         "Latency: one preprocessed 200x50 image through the model and greedy CTC decoding, median "
         f"of {args.single}. Throughput: batches of {args.batch}, model + decoding.\n\n"
-        + table(["model", "threads", "p50 latency (ms)", "batched img/s", "parameters", "ONNX size"], rows)
-        + "\n\nDefault against reference, measured in the same run: " + "; ".join(ratios) + "."
+        + table(
+            ["model", "threads", "p50 latency (ms)", "batched img/s", "parameters", "ONNX size"],
+            rows,
+        )
+        + "\n\nDefault against reference, measured in the same run: "
+        + "; ".join(ratios)
+        + "."
         + f"\n\nCommand: `{command_line()}`  \nMachine: {machine()}\n"
     )
     print(text)

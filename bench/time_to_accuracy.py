@@ -19,11 +19,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_DIR, REFERENCE_SET, command_line, machine, require_reference_set, table, update_section  # noqa: E402
+from common import (
+    BENCH_DIR,
+    REFERENCE_SET,
+    command_line,
+    machine,
+    require_reference_set,
+    table,
+    update_section,
+)
 
-from captcha_ocr.config import resolve_train_config  # noqa: E402
-from captcha_ocr.data import find_samples, split_samples, write_samples_csv  # noqa: E402
-from captcha_ocr.train import train  # noqa: E402
+from captcha_ocr.config import resolve_train_config
+from captcha_ocr.data import find_samples, split_samples, write_samples_csv
+from captcha_ocr.train import train
 
 THRESHOLDS = (0.05, 0.02, 0.007)
 
@@ -81,11 +89,17 @@ def fmt(hit: tuple[float, int] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=REFERENCE_SET)
     parser.add_argument("--presets", nargs="+", default=["default", "reference"])
-    parser.add_argument("--reference-time-limit", type=float, default=2400.0,
-                        help="cap on the reference preset's training seconds")
+    parser.add_argument(
+        "--reference-time-limit",
+        type=float,
+        default=2400.0,
+        help="cap on the reference preset's training seconds",
+    )
     parser.add_argument("--default-epochs", type=int, help="epoch budget of the default preset")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
@@ -109,15 +123,37 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["epochs"] = args.default_epochs
             run = run_preset(preset, data_csv, Path(tmp) / preset, overrides)
             runs.append(run)
-            print(f"{preset}: {run['epochs']} epochs, {run['seconds_per_epoch']:.2f} s/epoch, "
-                  f"best CER {run['best_cer']:.4f}, " + ", ".join(f"CER {t}: {fmt(run['to'][str(t)])}" for t in THRESHOLDS),
-                  flush=True)
+            print(
+                f"{preset}: {run['epochs']} epochs, {run['seconds_per_epoch']:.2f} s/epoch, "
+                f"best CER {run['best_cer']:.4f}, "
+                + ", ".join(f"CER {t}: {fmt(run['to'][str(t)])}" for t in THRESHOLDS),
+                flush=True,
+            )
     image = plot(runs, args.results.parent / "time_to_accuracy.png")
-    rows = [[r["preset"], r["epochs"], f"{r['seconds_per_epoch']:.2f}", f"{r['best_cer']:.4f}",
-             *[fmt(r["to"][str(t)]) for t in THRESHOLDS], r["stop"]] for r in runs]
+    rows = [
+        [
+            r["preset"],
+            r["epochs"],
+            f"{r['seconds_per_epoch']:.2f}",
+            f"{r['best_cer']:.4f}",
+            *[fmt(r["to"][str(t)]) for t in THRESHOLDS],
+            r["stop"],
+        ]
+        for r in runs
+    ]
     text = (
         f"### Time to accuracy, same split ({len(train_samples)} train / {len(val_samples)} validation, seed {args.seed})\n\n"
-        + table(["preset", "epochs", "s/epoch", "best val CER", *[f"time to CER {t}" for t in THRESHOLDS], "stopped by"], rows)
+        + table(
+            [
+                "preset",
+                "epochs",
+                "s/epoch",
+                "best val CER",
+                *[f"time to CER {t}" for t in THRESHOLDS],
+                "stopped by",
+            ],
+            rows,
+        )
     )
     by_name = {r["preset"]: r for r in runs}
     if {"default", "reference"} <= set(by_name):

@@ -30,7 +30,20 @@ def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from captcha_ocr.cli import main
 
     out = tmp_path_factory.mktemp("runs")
-    status = main(["train", str(synth_dir), "--out", str(out), "--preset", "tiny",
-                   "--epochs", "4", "--quiet", "--seed", "3"])
+    status = main(
+        [
+            "train",
+            str(synth_dir),
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "4",
+            "--quiet",
+            "--seed",
+            "3",
+        ]
+    )
     assert status == 0
     return (out / "latest").resolve()

@@ -30,9 +30,14 @@ def test_empty_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     _fails(["train", str(tmp_path / "empty"), "--out", str(tmp_path)], capsys, "no images found")
 
 
-def test_no_image_matched_the_pattern(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["train", str(synth_dir), "--out", str(tmp_path), "--label-pattern", r"^x(?P<label>\d+)$"],
-           capsys, "matched the label pattern")
+def test_no_image_matched_the_pattern(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _fails(
+        ["train", str(synth_dir), "--out", str(tmp_path), "--label-pattern", r"^x(?P<label>\d+)$"],
+        capsys,
+        "matched the label pattern",
+    )
 
 
 def test_bad_label_pattern(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -57,8 +62,9 @@ def test_corrupt_onnx_file(tmp_path: Path, synth_dir: Path, capsys: pytest.Captu
 
 
 @pytest.mark.slow
-def test_truncated_onnx_file(trained_run: Path, tmp_path: Path, synth_dir: Path,
-                             capsys: pytest.CaptureFixture) -> None:
+def test_truncated_onnx_file(
+    trained_run: Path, tmp_path: Path, synth_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = (trained_run / "model.onnx").read_bytes()
     bad = tmp_path / "cut.onnx"
     bad.write_bytes(data[: len(data) // 2])
@@ -70,8 +76,9 @@ def test_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.slow
-def test_run_folder_with_missing_files(trained_run: Path, tmp_path: Path, synth_dir: Path,
-                                       capsys: pytest.CaptureFixture) -> None:
+def test_run_folder_with_missing_files(
+    trained_run: Path, tmp_path: Path, synth_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     (run / "model.onnx").unlink()
@@ -82,20 +89,26 @@ def test_run_folder_with_missing_files(trained_run: Path, tmp_path: Path, synth_
 
 
 @pytest.mark.slow
-def test_onnx_without_our_metadata(trained_run: Path, tmp_path: Path, synth_dir: Path,
-                                   capsys: pytest.CaptureFixture) -> None:
+def test_onnx_without_our_metadata(
+    trained_run: Path, tmp_path: Path, synth_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     import onnx
 
     proto = onnx.load(str(trained_run / "model.onnx"))
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
-    _fails(["predict", str(bare), str(next(synth_dir.glob("*.png")))], capsys, "no captcha-ocr metadata")
+    _fails(
+        ["predict", str(bare), str(next(synth_dir.glob("*.png")))],
+        capsys,
+        "no captcha-ocr metadata",
+    )
 
 
 @pytest.mark.slow
-def test_evaluate_labels_the_model_cannot_output(trained_run: Path, tmp_path: Path,
-                                                 synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_labels_the_model_cannot_output(
+    trained_run: Path, tmp_path: Path, synth_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     image = next(synth_dir.glob("*.png"))
     shutil.copy(image, tmp_path / "zz9.png")
     _fails(["evaluate", str(trained_run), str(tmp_path)], capsys, "cannot output", "'9z'")

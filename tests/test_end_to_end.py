@@ -17,8 +17,17 @@ from captcha_ocr.config import load_run_config
 
 pytestmark = pytest.mark.slow
 
-RUN_FILES = ["configs.yaml", "train.csv", "val.csv", "history.csv", "model.keras", "last.keras",
-             "state.json", "model.onnx", "curves.png"]
+RUN_FILES = [
+    "configs.yaml",
+    "train.csv",
+    "val.csv",
+    "history.csv",
+    "model.keras",
+    "last.keras",
+    "state.json",
+    "model.onnx",
+    "curves.png",
+]
 
 
 def test_run_folder_describes_itself(trained_run: Path, synth_dir: Path) -> None:
@@ -76,7 +85,9 @@ def test_reader_reads_every_kind_of_input(trained_run: Path, synth_dir: Path) ->
     assert set(only.text) <= {"a", "b"}
 
 
-def test_read_batch_reports_unreadable_images(trained_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+def test_read_batch_reports_unreadable_images(
+    trained_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
     from captcha_ocr.images import ImageLoadError
 
     bad = tmp_path / "broken.png"
@@ -112,8 +123,9 @@ def test_export_command_matches_keras(trained_run: Path, capsys: pytest.CaptureF
     assert check_parity(load_best_model(trained_run), trained_run / "model.onnx", images) < 1e-4
 
 
-def test_cli_predict_and_evaluate(trained_run: Path, synth_dir: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture) -> None:
+def test_cli_predict_and_evaluate(
+    trained_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     images = sorted(synth_dir.glob("*.png"))[:3]
     assert main(["predict", str(trained_run / "model.onnx"), *map(str, images)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -123,7 +135,18 @@ def test_cli_predict_and_evaluate(trained_run: Path, synth_dir: Path, tmp_path: 
     assert set(record) == {"path", "text", "confidence"}
 
     report_path = tmp_path / "report.json"
-    assert main(["evaluate", str(trained_run), str(trained_run / "val.csv"), "--report", str(report_path)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained_run),
+                str(trained_run / "val.csv"),
+                "--report",
+                str(report_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "accuracy" in out and "CER" in out and "img/s" in out
     report = json.loads(report_path.read_text())
@@ -142,11 +165,38 @@ def test_reader_does_not_import_tensorflow(trained_run: Path, synth_dir: Path) -
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')]\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_python_dash_m_works() -> None:
-    result = subprocess.run([sys.executable, "-m", "captcha_ocr", "--help"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "captcha_ocr", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "train" in result.stdout and "predict" in result.stdout
+
+
+def test_int8_export_is_kept_only_within_the_accuracy_limit(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import onnx
+
+    from captcha_ocr.export import export_int8
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    path, float_accuracy, int8_accuracy = export_int8(run)
+    assert path == run / "model.int8.onnx" and path.is_file()
+    assert abs(float_accuracy - int8_accuracy) <= 0.002
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["quantization"] == "int8" and meta["charset"] == "1234abcd"
+    assert Reader.load(path).read(np.zeros((32, 100, 1), np.uint8)).text is not None
+    path.unlink()
+    # A limit no model can meet: the candidate is measured, then thrown away.
+    rejected, _, _ = export_int8(run, max_drop=-1.0)
+    assert rejected is None and not (run / "model.int8.onnx").exists()
+    assert not list(run.glob(".model.int8*"))

@@ -15,7 +15,7 @@ from captcha_ocr.errors import CaptchaOCRError
 pytestmark = pytest.mark.slow
 
 
-def _config(**overrides):  # noqa: ANN003, ANN202
+def _config(**overrides):
     return resolve_train_config("tiny", cli_overrides={"epochs": 2, "seed": 1, **overrides})
 
 
@@ -36,7 +36,9 @@ def test_ctc_loss_ignores_padding_and_reads_true_lengths() -> None:
     a = keras.ops.convert_to_numpy(CTCLoss().call(short, log_probs))
     b = keras.ops.convert_to_numpy(CTCLoss().call(padded_longer, log_probs))
     np.testing.assert_allclose(a, b, rtol=1e-6)
-    other = keras.ops.convert_to_numpy(CTCLoss().call(np.array([[1, 2, 1, 0, 0], [3, 3, 4, 0, 0]]), log_probs))
+    other = keras.ops.convert_to_numpy(
+        CTCLoss().call(np.array([[1, 2, 1, 0, 0], [3, 3, 4, 0, 0]]), log_probs)
+    )
     assert other[0] != pytest.approx(a[0])  # the loss does read the label
 
 
@@ -56,15 +58,16 @@ def test_image_size_the_preset_cannot_take(synth_dir: Path, tmp_path: Path) -> N
         train(synth_dir, tmp_path, resolve_train_config("default", cli_overrides={"height": 10}))
 
 
-def test_interrupt_keeps_best_and_resume_continues(synth_dir: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_keeps_best_and_resume_continues(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from captcha_ocr import train as train_module
     from captcha_ocr.export import export_run
     from captcha_ocr.infer import Reader
 
     original = train_module.EpochMonitor.on_epoch_end
 
-    def interrupt_in_third_epoch(self, epoch, logs=None):  # noqa: ANN001, ANN202
+    def interrupt_in_third_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
@@ -90,7 +93,7 @@ def test_resume_refuses_a_run_with_missing_files(synth_dir: Path, tmp_path: Path
     broken = tmp_path / "broken"
     shutil.copytree(result.run_dir, broken)
     (broken / "last.keras").unlink()
-    with pytest.raises(CaptchaOCRError, match="last.keras is missing"):
+    with pytest.raises(CaptchaOCRError, match=r"last\.keras is missing"):
         train(None, tmp_path, resume=broken, resume_epochs=3)
     with pytest.raises(CaptchaOCRError, match="already ran"):
         train(None, tmp_path, resume=result.run_dir)

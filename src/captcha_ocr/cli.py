@@ -97,6 +97,9 @@ def _train_overrides(args: argparse.Namespace) -> dict:
         "label_pattern",
         "val_fraction",
         "time_limit",
+        "pretrain",
+        "pretrain_images",
+        "pretrain_epochs",
     )
     overrides = {key: getattr(args, key) for key in keys}
     overrides["learning_rate"] = args.lr
@@ -105,6 +108,52 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     if args.strict:
         overrides["strict"] = True
     return overrides
+
+
+def _model_input_size(report, args: argparse.Namespace) -> tuple[int, int, int]:
+    """(height, width, channels) the model would use: flags, else the most common size."""
+    if not report.sizes:
+        raise CaptchaOCRError(f"none of the images in {report.source} could be read")
+    (width, height), _ = report.sizes.most_common(1)[0]
+    return args.height or height, args.width or width, args.channels or 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from captcha_ocr.survey import inspect_dataset, sample_grid
+
+    report = inspect_dataset(args.data, args.label_pattern, args.ignore_case)
+    print(report.summary())
+    if report.count:
+        height, width, channels = _model_input_size(report, args)
+        grid = sample_grid(report, args.grid, height, width, channels, seed=args.seed)
+        print(f"sample grid: {grid}")
+    return 0
+
+
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    from captcha_ocr.config import load_yaml, resolve_train_config
+    from captcha_ocr.survey import augment_grid, inspect_dataset
+
+    file_overrides = load_yaml(args.config) if args.config else {}
+    config = resolve_train_config("default", file_overrides, {"preset": args.preset})
+    report = inspect_dataset(args.data, args.label_pattern, args.ignore_case)
+    if not report.count:
+        raise CaptchaOCRError(f"no labeled images in {args.data}")
+    height, width, channels = _model_input_size(report, args)
+    channels = args.channels or config.channels or 1
+    path = augment_grid(
+        report.samples,
+        args.out,
+        config.augment,
+        height,
+        width,
+        channels,
+        rows=args.rows,
+        variants=args.variants,
+        seed=args.seed,
+    )
+    print(f"augmentation preview: {path}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -293,7 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs", help="where run folders are made (default runs)")
     p.add_argument("--preset", help="network: default, reference or tiny (default: default)")
-    p.add_argument("--epochs", type=int, help="epoch budget")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="epoch budget (default: about 1,800 optimizer steps, 15 to 200 epochs)",
+    )
     p.add_argument("--batch-size", type=int, help="batch size")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
@@ -307,6 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early stopping patience in epochs")
     p.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
     p.add_argument("--time-limit", type=float, help="stop after this many seconds of training")
+    p.add_argument(
+        "--pretrain",
+        choices=("synth",),
+        help="first train on generated captchas that imitate the data, then fine-tune",
+    )
+    p.add_argument(
+        "--pretrain-images", type=int, help="synthetic captchas to pre-train on (default 4000)"
+    )
+    p.add_argument("--pretrain-epochs", type=int, help="pre-training epochs (default 15)")
     p.add_argument("--config", help="YAML file of training settings (flags override it)")
     p.add_argument(
         "--resume",
@@ -318,6 +380,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict", action="store_true", help="unreadable images are an error, not a skip"
     )
+
+    p = add(
+        "inspect",
+        "describe a data set: sizes, charset, label lengths, warnings, a sample grid",
+        cmd_inspect,
+    )
+    p.add_argument("data", metavar="DATA", help="folder of labeled images, or a path,label CSV")
+    p.add_argument("--grid", default="inspect.png", help="PNG of samples as the model sees them")
+    _add_size_options(p)
+    _add_label_options(p)
+
+    p = add(
+        "augment-preview",
+        "draw what training augmentation does to a few samples",
+        cmd_augment_preview,
+    )
+    p.add_argument("data", metavar="DATA", help="folder of labeled images, or a path,label CSV")
+    p.add_argument("--out", default="augment.png", help="PNG to write (default augment.png)")
+    p.add_argument("--preset", help="preset whose augmentation recipe to show (default: default)")
+    p.add_argument("--config", help="YAML training settings (its augment: section is used)")
+    p.add_argument("--rows", type=int, default=6, help="samples to show")
+    p.add_argument("--variants", type=int, default=4, help="augmented copies per sample")
+    _add_size_options(p)
+    _add_label_options(p)
 
     p = add("export", "export a run's best model to RUN_DIR/model.onnx (checks parity)", cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -374,6 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixels per image, checked before decoding (default 4,000,000)",
     )
     return parser
+
+
+def _add_size_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--height", type=int, help="model input height (default: most common in the data)"
+    )
+    p.add_argument("--width", type=int, help="model input width (default: most common in the data)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey (default), 3 = RGB")
+    p.add_argument("--seed", type=int, default=0, help="which samples to show")
 
 
 def _add_label_options(p: argparse.ArgumentParser) -> None:

@@ -48,7 +48,7 @@ class TrainConfig:
     height: int | None = None  # model input height; None: the most common height in the data
     width: int | None = None  # model input width; None: the most common width in the data
     channels: int | None = None  # 1 (grey) or 3 (RGB); None: the preset's choice
-    epochs: int = 60  # epoch budget (early stopping may end sooner)
+    epochs: int | None = None  # epoch budget; None: ~1,800 optimizer steps (15 to 200 epochs)
     batch_size: int = 32
     learning_rate: float = 2e-3  # peak learning rate
     optimizer: str = "adamw"  # "adamw" or "adam"
@@ -66,6 +66,9 @@ class TrainConfig:
     ignore_case: bool = False  # fold labels to lower case
     strict: bool = False  # unreadable images are an error instead of a reported skip
     time_limit: float | None = None  # stop training after this many seconds (benchmarks)
+    pretrain: str | None = None  # "synth": first train on generated look-alike captchas
+    pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
+    pretrain_epochs: int = 15  # pre-training budget
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -217,7 +220,7 @@ def resolve_train_config(
 def validate_train_config(config: TrainConfig) -> None:
     """Reject values that cannot work, naming the key and what would."""
     checks = [
-        (config.epochs >= 1, "epochs must be >= 1"),
+        (config.epochs is None or config.epochs >= 1, "epochs must be >= 1"),
         (config.batch_size >= 1, "batch_size must be >= 1"),
         (config.learning_rate > 0, "learning_rate must be > 0"),
         (0 < config.val_fraction < 1, "val_fraction must be between 0 and 1"),
@@ -227,6 +230,7 @@ def validate_train_config(config: TrainConfig) -> None:
         (config.height is None or config.height >= 8, "height must be >= 8"),
         (config.width is None or config.width >= 8, "width must be >= 8"),
         (config.patience >= 1, "patience must be >= 1"),
+        (config.pretrain in (None, "synth"), "pretrain must be 'synth' or empty"),
         (0 <= config.augment.probability <= 1, "augment.probability must be between 0 and 1"),
     ]
     for ok, message in checks:

@@ -325,6 +325,42 @@ def _seeded_captcha(seed: int) -> Iterator[None]:
         captcha_image.secrets = original
 
 
+UNSAFE_IN_FILE_NAMES = set('/\\:*?"<>|._ ')
+
+
+def synth_safe_chars(charset: str) -> str:
+    """The characters of ``charset`` that can appear in a synthetic captcha's file name."""
+    return "".join(c for c in charset if c not in UNSAFE_IN_FILE_NAMES and c.isprintable())
+
+
+Colour = tuple[int, int, int]
+
+
+def estimate_colours(samples: Sequence[Sample]) -> tuple[Colour, Colour] | None:
+    """(background, text) colours typical of ``samples``: the median border colour, and the
+    median of each image's darkest (or, on dark backgrounds, lightest) 5 % of pixels."""
+    backgrounds, inks = [], []
+    for sample in samples:
+        try:
+            image = load_image(sample.path, 50, 200, 3).reshape(-1, 3).astype(np.float32)
+        except ImageLoadError:
+            continue
+        grid = image.reshape(50, 200, 3)
+        border = np.concatenate([grid[0], grid[-1], grid[:, 0], grid[:, -1]])
+        background = np.median(border, axis=0)
+        brightness = image.mean(axis=1)
+        dark_text = brightness.mean() > 127
+        cut = np.percentile(brightness, 5 if dark_text else 95)
+        ink = image[brightness <= cut] if dark_text else image[brightness >= cut]
+        backgrounds.append(background)
+        inks.append(np.median(ink, axis=0))
+    if not backgrounds:
+        return None
+    bg = tuple(int(v) for v in np.median(backgrounds, axis=0))
+    fg = tuple(int(v) for v in np.median(inks, axis=0))
+    return bg, fg  # type: ignore[return-value]
+
+
 def synthesize(
     out_dir: str | Path,
     count: int,
@@ -333,11 +369,13 @@ def synthesize(
     size: tuple[int, int] = (200, 50),
     seed: int = 0,
     progress: bool = False,
+    colours: tuple[Colour, Colour] | None = None,
 ) -> list[Sample]:
     """Draw ``count`` labeled captchas with the ``captcha`` package into ``out_dir``.
 
     Files are named ``<label>.png``, or ``<label>_<k>.png`` when a label repeats, which the
-    default label rule reads back.
+    default label rule reads back. ``colours`` = (background, text) imitates a data set's
+    colours (each image varies them a little); None: the package's random colours.
 
     >>> synthesize("data/synth", 100, seed=1)  # doctest: +SKIP
     """
@@ -347,7 +385,7 @@ def synthesize(
         raise CaptchaOCRError("--count must be >= 1")
     if not charset or len(set(charset)) != len(charset):
         raise CaptchaOCRError(f"--charset {charset!r} must be non-empty without repeats")
-    bad = sorted(set(charset) & set('/\\:*?"<>|._ '))
+    bad = sorted(set(charset) & UNSAFE_IN_FILE_NAMES)
     if bad:
         raise CaptchaOCRError(
             f"--charset cannot hold {''.join(bad)!r}: they are not safe in file names"
@@ -369,7 +407,14 @@ def synthesize(
             seen[label] += 1
             name = label if seen[label] == 1 else f"{label}_{seen[label] - 1}"
             path = out_dir / f"{name}.png"
-            image = generator.generate_image(label)
+            if colours is None:
+                image = generator.generate_image(label)
+            else:
+                background, ink = (
+                    tuple(int(np.clip(v + rng.randint(-12, 12), 0, 255)) for v in colour)
+                    for colour in colours
+                )
+                image = generator.generate_image(label, bg_color=background, fg_color=(*ink, 255))
             with atomic_path(path) as tmp:
                 image.save(tmp, format="PNG")
             samples.append(Sample(str(path), label))

@@ -138,7 +138,9 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         raw, prepared = Path(tmp_dir) / "int8.onnx", Path(tmp_dir) / "prepared.onnx"
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)  # shape inference
+        quant_pre_process(
+            str(float_path), str(prepared), skip_symbolic_shape=True
+        )  # shape inference
         quantize_static(
             str(prepared),
             str(raw),

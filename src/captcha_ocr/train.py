@@ -175,6 +175,24 @@ def measure_spec(samples: list[Sample], config: TrainConfig) -> ModelSpec:
     )
 
 
+# The default budget: about this many optimizer steps, so small sets get many epochs and
+# large ones few. 1,800 steps of 32 is 62 epochs of the 936-image reference training split,
+# past the point where validation CER stops improving there (epoch 20-40).
+AUTO_STEPS = 1800
+AUTO_EPOCHS_RANGE = (15, 200)
+
+
+def auto_epochs(train_images: int, batch_size: int) -> int:
+    """Epoch budget for about :data:`AUTO_STEPS` optimizer steps, within AUTO_EPOCHS_RANGE.
+
+    >>> auto_epochs(936, 32), auto_epochs(100, 32), auto_epochs(100_000, 32)
+    (63, 200, 15)
+    """
+    steps_per_epoch = max(1, train_images // max(1, min(batch_size, train_images)))
+    low, high = AUTO_EPOCHS_RANGE
+    return int(min(high, max(low, math.ceil(AUTO_STEPS / steps_per_epoch))))
+
+
 def check_labels_fit(samples: list[Sample], steps: int, spec: ModelSpec) -> None:
     """Every label must fit in the model's CTC time steps; say which one does not."""
     worst = max(samples, key=lambda s: ctc_steps_needed(s.label))
@@ -281,6 +299,7 @@ class EpochMonitor(keras.callbacks.Callback):
         self.val_texts = [s.label for s in data.val_samples]
         self.progress = progress
         self.bar = None
+        self.warned = False
         self.started = 0.0
         self.elapsed_before = state.elapsed_s
 
@@ -350,6 +369,7 @@ class EpochMonitor(keras.callbacks.Callback):
             state.stop_reason = f"epoch budget of {self.config.epochs} done"
         if state.stop_reason:
             self.model.stop_training = True
+        self.warn_if_not_learning(epoch + 1)
 
         save_model_atomic(self.model, self.run_dir / LAST_MODEL)
         write_history(self.run_dir / HISTORY_FILE, self.history)
@@ -361,6 +381,21 @@ class EpochMonitor(keras.callbacks.Callback):
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{row['loss']:.3f}", val_cer=f"{val_cer:.4f}", refresh=False)
         log.info(message)
+
+    def warn_if_not_learning(self, epochs_done: int) -> None:
+        """Say so, once, when validation CER is still near 1 after a fair share of the budget."""
+        patience = max(10, self.config.epochs // 4)
+        if self.warned or epochs_done < patience or self.state.best_cer < 0.95:
+            return
+        self.warned = True
+        log.warning(
+            "not learning yet: validation CER is still %.2f after %d epochs. Likely causes: labels that "
+            "do not match the images (check with `captcha-ocr inspect DATA`, set --label-pattern), too "
+            "few images (try --pretrain synth), an input size too small for the text (--height/--width), "
+            "or a learning rate too high or too low (--lr).",
+            self.state.best_cer,
+            epochs_done,
+        )
 
     def on_train_end(self, logs=None):
         if self.bar is not None:
@@ -528,18 +563,56 @@ def train(
         log.info("found %d labeled images in %s", len(samples), data)
         spec = measure_spec(samples, config)
         train_samples, val_samples = split_samples(samples, config.val_fraction, config.seed)
+        if config.epochs is None:
+            config = dataclasses.replace(
+                config, epochs=auto_epochs(len(train_samples), config.batch_size)
+            )
+            log.info("epoch budget: %d (about %d optimizer steps)", config.epochs, AUTO_STEPS)
         data_info = {"source": str(data), "count": len(samples)}
         state, history = RunState(), []
+        check_labels_fit(samples, time_steps(build_model(spec)), spec)
         out = Path(out)
         check_writable(out)
         run_dir = new_run_dir(out)
         check_writable(run_dir)
+        save_run_config(run_dir, spec, config, data_info)
+        write_samples_csv(run_dir / "train.csv", train_samples)
+        write_samples_csv(run_dir / "val.csv", val_samples)
+        point_latest(run_dir)
+    initial_weights = None
+    if resume is None and config.pretrain == "synth":
+        initial_weights = pretrain_on_synth(train_samples, spec, config, run_dir, progress)
+    return fit(
+        run_dir,
+        spec,
+        config,
+        train_samples,
+        val_samples,
+        state,
+        history,
+        progress,
+        resume=resume is not None,
+        initial_weights=initial_weights,
+    )
 
+
+def fit(
+    run_dir: Path,
+    spec: ModelSpec,
+    config: TrainConfig,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    state: RunState,
+    history: list[dict[str, float]],
+    progress: bool,
+    resume: bool = False,
+    initial_weights: list[np.ndarray] | None = None,
+) -> TrainResult:
+    """The training loop proper, writing checkpoints, state and history into ``run_dir``."""
     keras.utils.set_random_seed(config.seed)
     model = build_model(spec)
     steps = time_steps(model)
-    check_labels_fit([*train_samples, *val_samples], steps, spec)
-    if resume is None:
+    if not resume:
         log.info(
             "charset %r (%d), labels up to %d chars, input %dx%dx%d, preset %r: %s parameters, %d time steps",
             spec.charset,
@@ -552,20 +625,17 @@ def train(
             f"{model.count_params():,}",
             steps,
         )
-        save_run_config(run_dir, spec, config, data_info)
-        write_samples_csv(run_dir / "train.csv", train_samples)
-        write_samples_csv(run_dir / "val.csv", val_samples)
-        point_latest(run_dir)
     prepared = prepare_data(train_samples, val_samples, spec, config, progress)
     log.info(
         "split: %d training, %d validation images",
         len(prepared.train_samples),
         len(prepared.val_samples),
     )
-
-    if resume is not None:
+    if resume:
         model = keras.models.load_model(run_dir / LAST_MODEL, safe_mode=True)
     else:
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
         model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
 
     steps_per_epoch = max(
@@ -612,6 +682,57 @@ def train(
         state.elapsed_s,
     )
     return TrainResult(run_dir, spec, config, state, history)
+
+
+def pretrain_on_synth(
+    samples: list[Sample], spec: ModelSpec, config: TrainConfig, run_dir: Path, progress: bool
+) -> list[np.ndarray]:
+    """Pre-train on generated captchas that imitate ``samples`` (charset, label lengths, size,
+    colours); returns the weights of the best pre-training epoch. The pre-training run is
+    kept in ``run_dir/pretrain`` (checkpoints, history, curves), its images are not."""
+    import tempfile
+
+    from captcha_ocr.data import estimate_colours, synth_safe_chars, synthesize
+
+    lengths = (min(len(s.label) for s in samples), max(len(s.label) for s in samples))
+    chars = synth_safe_chars(spec.charset)
+    if not chars:
+        raise CaptchaOCRError("--pretrain synth cannot draw any of this data set's characters")
+    colours = estimate_colours(samples[:64])
+    pre_config = dataclasses.replace(
+        config,
+        pretrain=None,
+        epochs=config.pretrain_epochs,
+        patience=config.pretrain_epochs,
+        time_limit=None,
+    )
+    log.info(
+        "pre-training on %d synthetic captchas (%s, lengths %d-%d, %dx%d) for %d epochs",
+        config.pretrain_images,
+        chars,
+        *lengths,
+        spec.width,
+        spec.height,
+        pre_config.epochs,
+    )
+    with tempfile.TemporaryDirectory(prefix="captcha-ocr-synth-") as tmp:
+        synth = synthesize(
+            tmp,
+            config.pretrain_images,
+            chars,
+            lengths,
+            (spec.width, spec.height),
+            seed=config.seed,
+            progress=progress,
+            colours=colours,
+        )
+        synth_train, synth_val = split_samples(synth, 0.05, config.seed)
+        folder = run_dir / "pretrain"
+        folder.mkdir(parents=True, exist_ok=True)
+        fit(folder, spec, pre_config, synth_train, synth_val, RunState(), [], progress)
+    best = keras.models.load_model(folder / BEST_MODEL, compile=False, safe_mode=True)
+    log.info("pre-training done; fine-tuning on the real images")
+    return best.get_weights()
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:

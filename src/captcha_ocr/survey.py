@@ -1,0 +1,238 @@
+"""Look at a data set before training: counts, sizes, charset, warnings, and pictures.
+
+Powers ``captcha-ocr inspect`` and ``captcha-ocr augment-preview``. NumPy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from captcha_ocr.augment import augment_image
+from captcha_ocr.config import AugmentConfig
+from captcha_ocr.data import (
+    CSV_SUFFIXES,
+    DEFAULT_LABEL_PATTERN,
+    Sample,
+    read_labels_file,
+    scan_folder,
+)
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.files import atomic_path
+from captcha_ocr.images import ImageLoadError, load_image
+
+RARE_CHARACTER = 20  # fewer examples than this of a character: the model will confuse it
+
+
+@dataclass
+class DatasetReport:
+    """What ``inspect`` found. ``warnings`` are the things worth acting on."""
+
+    source: str
+    count: int
+    samples: list[Sample]
+    unlabeled: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    sizes: collections.Counter = field(default_factory=collections.Counter)  # (w, h) -> n
+    modes: collections.Counter = field(default_factory=collections.Counter)
+    characters: collections.Counter = field(default_factory=collections.Counter)
+    lengths: collections.Counter = field(default_factory=collections.Counter)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def charset(self) -> str:
+        return "".join(sorted(self.characters))
+
+    def summary(self) -> str:
+        """A human-readable multi-line report."""
+        lines = [f"data: {self.source}", f"labeled images: {self.count}"]
+        if self.unlabeled:
+            lines.append(
+                f"unlabeled (name did not match): {len(self.unlabeled)}, e.g. "
+                + ", ".join(Path(p).name for p in self.unlabeled[:3])
+            )
+        if self.unreadable:
+            lines.append(
+                f"unreadable: {len(self.unreadable)}, e.g. "
+                + "; ".join(reason for _, reason in self.unreadable[:3])
+            )
+        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.sizes.most_common(5))
+        lines.append(f"image sizes (WxH): {sizes}" + (" ..." if len(self.sizes) > 5 else ""))
+        lines.append("image modes: " + ", ".join(f"{m} ({n})" for m, n in self.modes.most_common()))
+        lines.append(f"charset ({len(self.characters)}): {self.charset!r}")
+        lines.append("  " + "  ".join(f"{c}:{n}" for c, n in sorted(self.characters.items())))
+        top = max(self.lengths.values(), default=1)
+        lines.append("label lengths:")
+        for length in sorted(self.lengths):
+            n = self.lengths[length]
+            lines.append(f"  {length:>3} {'#' * max(1, round(30 * n / top))} {n}")
+        for warning in self.warnings:
+            lines.append(f"warning: {warning}")
+        return "\n".join(lines)
+
+
+def inspect_dataset(
+    source: str | os.PathLike, label_pattern: str | None = None, ignore_case: bool = False
+) -> DatasetReport:
+    """Scan a folder (or labels file) and read every image header.
+
+    >>> print(inspect_dataset("data/captchas").summary())  # doctest: +SKIP
+    """
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() in CSV_SUFFIXES:
+        samples, unlabeled = read_labels_file(source, ignore_case), []
+    else:
+        scan = scan_folder(source, label_pattern, ignore_case)
+        samples, unlabeled = scan.samples, scan.unlabeled
+    report = DatasetReport(str(source), len(samples), samples, unlabeled)
+    if not samples and not unlabeled:
+        raise CaptchaOCRError(f"no images found in {source}")
+    for sample in samples:
+        try:
+            with Image.open(sample.path) as image:
+                report.sizes[image.size] += 1
+                report.modes[image.mode] += 1
+                image.verify()  # cheap integrity check without decoding every pixel
+        except Exception as error:  # Pillow raises many types for broken files
+            report.unreadable.append((sample.path, f"{Path(sample.path).name}: {error}"))
+        report.characters.update(sample.label)
+        report.lengths[len(sample.label)] += 1
+    report.warnings = _warnings(report, label_pattern)
+    return report
+
+
+def _warnings(report: DatasetReport, label_pattern: str | None) -> list[str]:
+    warnings = []
+    if report.count == 0:
+        warnings.append(
+            f"the label pattern {label_pattern or DEFAULT_LABEL_PATTERN!r} matched none of "
+            f"{len(report.unlabeled)} image(s); set --label-pattern"
+        )
+        return warnings
+    if report.unlabeled:
+        warnings.append(
+            f"{len(report.unlabeled)} image(s) did not match the label pattern and will be skipped"
+        )
+    if report.unreadable:
+        warnings.append(f"{len(report.unreadable)} image(s) cannot be read and will be skipped")
+    if report.count < 500:
+        warnings.append(
+            f"only {report.count} labeled images: expect low accuracy (try --pretrain synth)"
+        )
+    rare = sorted((n, c) for c, n in report.characters.items() if n < RARE_CHARACTER)
+    if rare:
+        warnings.append(
+            "too few examples of "
+            + ", ".join(f"{c!r} ({n})" for n, c in rare[:10])
+            + f": under {RARE_CHARACTER} each, the model will confuse them"
+        )
+    letters = {c for c in report.characters if c.isalpha()}
+    mixed = sorted(c for c in letters if c.islower() and c.upper() in letters)
+    if mixed:
+        warnings.append(
+            f"labels use both cases of {''.join(mixed)!r}: if the images do not show case, use --ignore-case"
+        )
+    if len(report.lengths) == 1:
+        length = next(iter(report.lengths))
+        warnings.append(
+            f"every label has {length} characters: the model will not learn to read other lengths"
+        )
+    spaces = [s.label for s in report.samples if any(c.isspace() for c in s.label)]
+    if spaces:
+        warnings.append(f"{len(spaces)} label(s) contain white space, e.g. {spaces[0]!r}")
+    if len(report.sizes) > 1:
+        (w, h), n = report.sizes.most_common(1)[0]
+        warnings.append(
+            f"{len(report.sizes)} different image sizes; all are resized to the most common, {w}x{h} "
+            f"({n} of {report.count}); set --width/--height to choose"
+        )
+    return warnings
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one fixed-size default font
+        return ImageFont.load_default()
+
+
+def _grid(tiles: list[tuple[np.ndarray, str]], columns: int, path: Path, title: str) -> Path:
+    """Lay out (image (H, W, C) uint8, caption) tiles in a grid and save a PNG."""
+    if not tiles:
+        raise CaptchaOCRError("nothing to draw")
+    height, width = tiles[0][0].shape[:2]
+    scale = max(1, round(160 / width))  # small captchas are hard to see at 1:1
+    tile_w, tile_h, caption_h = width * scale, height * scale, 18
+    rows = (len(tiles) + columns - 1) // columns
+    canvas = Image.new(
+        "RGB", (columns * (tile_w + 8) + 8, 28 + rows * (tile_h + caption_h + 8)), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 6), title, fill="black", font=_font(14))
+    for index, (pixels, caption) in enumerate(tiles):
+        row, column = divmod(index, columns)
+        x, y = 8 + column * (tile_w + 8), 28 + row * (tile_h + caption_h + 8)
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).convert("RGB")
+        canvas.paste(image.resize((tile_w, tile_h), Image.Resampling.NEAREST), (x, y))
+        draw.text((x, y + tile_h + 2), caption, fill="black", font=_font(13))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return path
+
+
+def sample_grid(
+    report: DatasetReport,
+    path: str | os.PathLike,
+    height: int,
+    width: int,
+    channels: int,
+    count: int = 24,
+    seed: int = 0,
+) -> Path:
+    """A PNG of ``count`` random samples as the model sees them (resized, grey or RGB)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(report.samples))[: max(count * 2, count)]
+    tiles = []
+    for index in order:
+        sample = report.samples[index]
+        try:
+            tiles.append((load_image(sample.path, height, width, channels), sample.label))
+        except ImageLoadError:
+            continue
+        if len(tiles) == count:
+            break
+    title = f"{report.source}: {len(tiles)} samples as the model sees them ({width}x{height}, {channels} ch)"
+    return _grid(tiles, 4, Path(path), title)
+
+
+def augment_grid(
+    samples: list[Sample],
+    path: str | os.PathLike,
+    config: AugmentConfig,
+    height: int,
+    width: int,
+    channels: int,
+    rows: int = 6,
+    variants: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Each row: one sample as the model sees it, then ``variants`` augmented copies."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(samples))[:rows]
+    tiles = []
+    for index in chosen:
+        sample = samples[index]
+        original = load_image(sample.path, height, width, channels)
+        tiles.append((original, f"{sample.label} (original)"))
+        tiles.extend((augment_image(original, config, rng), "augmented") for _ in range(variants))
+    return _grid(
+        tiles,
+        variants + 1,
+        Path(path),
+        "training augmentation (validation data is never augmented)",
+    )

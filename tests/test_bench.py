@@ -1,0 +1,77 @@
+"""Smoke tests of the benchmark scripts: tiny runs that check they work and write results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+pytestmark = pytest.mark.slow
+
+
+def test_update_section_replaces_only_its_own_block(tmp_path: Path) -> None:
+    from common import update_section
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nhand-written intro\n")
+    update_section("a", "first", results)
+    update_section("b", "other", results)
+    update_section("a", "second", results)
+    text = results.read_text()
+    assert "hand-written intro" in text and "second" in text and "other" in text
+    assert "first" not in text and text.count("<!-- a -->") == 1
+
+
+def test_crossval_smoke(synth_dir: Path, tmp_path: Path) -> None:
+    import crossval
+
+    results = tmp_path / "RESULTS.md"
+    assert (
+        crossval.main(
+            [
+                "--data",
+                str(synth_dir),
+                "--preset",
+                "tiny",
+                "--folds",
+                "3",
+                "--only-folds",
+                "0",
+                "--epochs",
+                "1",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    text = results.read_text()
+    assert "<!-- crossval-tiny -->" in text and "| 0 | 133 / 67 |" in text
+    assert (tmp_path / "crossval_tiny.png").is_file()
+
+
+def test_time_to_accuracy_smoke(synth_dir: Path, tmp_path: Path) -> None:
+    import time_to_accuracy
+
+    results = tmp_path / "RESULTS.md"
+    assert (
+        time_to_accuracy.main(
+            [
+                "--data",
+                str(synth_dir),
+                "--presets",
+                "tiny",
+                "--default-epochs",
+                "1",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    assert "time to CER 0.007" in results.read_text()
+    assert (tmp_path / "time_to_accuracy.png").is_file()
