@@ -324,7 +324,9 @@ def test_restricted_output_never_contains_disallowed_chars(seed):
     rng = np.random.default_rng(seed)
     # Make disallowed characters the favourites so the restriction has work to do.
     logits = rng.normal(0.0, 1.0, size=(10, charset.num_classes))
-    logits[:, [c for c in range(1, charset.num_classes) if charset.chars[c - 1] not in allowed]] += 3
+    logits[
+        :, [c for c in range(1, charset.num_classes) if charset.chars[c - 1] not in allowed]
+    ] += 3
     log_probs = log_softmax(logits)
     unrestricted = charset.decode(greedy_decode(log_probs)[0])
     assert set(unrestricted) - set(allowed), "the unrestricted read should use banned chars"

@@ -58,6 +58,7 @@ class TrainConfig:
     )
     warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
     patience: int = 40  # early stopping: epochs without a better validation CER
+    prefer_later: bool = True  # at equal validation CER keep the later epoch (not the lower loss)
     plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
     plateau_factor: float = 0.9  # "plateau" schedule: the cut
     val_fraction: float = 0.1  # share of the data held out for validation
@@ -85,6 +86,7 @@ PRESET_RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 0.0,
         "schedule": "plateau",
         "patience": 40,
+        "prefer_later": False,
         "augment": {"contrast": 0.0, "shear": 0.0, "translate": 0.0, "noise": 0.0},
     },
     "tiny": {"epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "warmup_epochs": 1.0},

@@ -143,6 +143,7 @@ def download(
     if archive.is_file() and (sha256 is None or sha256_of(archive) == sha256.lower()):
         log.info("%s is already downloaded", archive)
     else:
+        marker.unlink(missing_ok=True)  # a new archive must be extracted again
         fetch(url, archive, progress)
         log.info("downloaded %s (%.1f MB)", archive, archive.stat().st_size / 1e6)
     if sha256 is not None:

@@ -80,7 +80,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
 def to_rgb_or_grey(image: Image.Image, channels: int) -> Image.Image:
     """Convert any mode to ``RGB`` (channels=3) or ``L`` (channels=1).
 
-    Transparency (RGBA, LA, palette with a transparent colour) is composited on white: a
+    Transparency (RGBA, LA, a palette or L/RGB colour key) is composited on white: a
     captcha with a transparent background is dark text on white to a person, while dropping
     the alpha channel would show coloured text on black. 16-bit and 32-bit images are scaled
     to 8 bits by their range, not clipped.
@@ -94,7 +94,8 @@ def to_rgb_or_grey(image: Image.Image, channels: int) -> Image.Image:
     if mode == "P" or mode == "PA":
         image = image.convert("RGBA")
         mode = "RGBA"
-    if mode in ("LA", "La", "RGBa"):
+    # "tRNS" colour keys: one grey level or RGB colour of an L/RGB PNG marks transparency.
+    if mode in ("LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in image.info):
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode == "RGBA":

@@ -66,20 +66,32 @@ def _columns_to_sequence(x):
     return layers.Reshape((width, height * channels))(x)
 
 
-def _default(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
-    """A small, fast CRNN: four conv stages shrink the height and halve the width twice, so
-    the sequence has one step per 4 px column (50 steps for 200 px), then a linear
-    projection and one BiLSTM. Linear (not ReLU) projection and BatchNorm everywhere keep
-    CTC off the all-blank plateau early in training."""
+def default_width_stride(width: int, max_label_length: int) -> int:
+    """Pixels per time step of the default preset: 8 when that still leaves two steps per
+    character plus one (room for a blank between repeats), else 4.
+
+    >>> default_width_stride(200, 5), default_width_stride(100, 8)
+    (8, 4)
+    """
+    return 8 if width // 8 >= 2 * max_label_length + 1 else 4
+
+
+def _default(
+    inputs: keras.KerasTensor, num_classes: int, width_stride: int = 8
+) -> keras.KerasTensor:
+    """A small, fast CRNN: four conv stages shrink the height 16x and the width 8x (or 4x
+    for long labels in narrow images), so the sequence runs left to right, one step per
+    8 px column (25 steps for 200 px), then a linear projection and one BiLSTM. Linear (not
+    ReLU) projection and BatchNorm everywhere keep CTC off the all-blank plateau early."""
     x = _conv_bn_relu(inputs, 16)
     x = layers.MaxPooling2D((2, 2))(x)  # (B, H/2, W/2, 16)
     x = _conv_bn_relu(x, 32)
     x = layers.MaxPooling2D((2, 2))(x)  # (B, H/4, W/4, 32)
     x = _conv_bn_relu(x, 64)
-    x = layers.MaxPooling2D((2, 1))(x)  # (B, H/8, W/4, 64)
+    x = layers.MaxPooling2D((2, 2) if width_stride == 8 else (2, 1))(x)  # (B, H/8, W/s, 64)
     x = _conv_bn_relu(x, 64)
-    x = layers.MaxPooling2D((2, 1))(x)  # (B, H/16, W/4, 64)
-    x = _columns_to_sequence(x)  # (B, W/4, H/16*64)
+    x = layers.MaxPooling2D((2, 1))(x)  # (B, H/16, W/s, 64)
+    x = _columns_to_sequence(x)  # (B, W/s, H/16*64)
     x = layers.Dense(96)(x)
     x = layers.Dropout(0.2)(x)
     x = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(x)  # (B, T, 128)
@@ -125,7 +137,12 @@ def build_model(spec: ModelSpec) -> keras.Model:
         )
     inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
     x = layers.Rescaling(1.0 / 255.0)(inputs)
-    logits = PRESETS[spec.preset](x, spec.num_classes)
+    if spec.preset == "default":
+        logits = _default(
+            x, spec.num_classes, default_width_stride(spec.width, spec.max_label_length)
+        )
+    else:
+        logits = PRESETS[spec.preset](x, spec.num_classes)
     # Log-probabilities, not logits: the CTC loss accepts them as they are (log_softmax is
     # idempotent) and readers get probabilities without another softmax.
     outputs = layers.Activation("log_softmax", name="log_probs", dtype="float32")(logits)

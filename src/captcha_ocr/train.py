@@ -98,7 +98,8 @@ class RunState:
     """Counters that must survive an interruption, saved as ``state.json`` each epoch."""
 
     epochs_done: int = 0
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch of model.keras
+    improved_epoch: int = 0  # the last epoch that lowered the validation CER (for patience)
     best_cer: float = math.inf
     best_loss: float = math.inf
     plateau_wait: int = 0
@@ -346,11 +347,18 @@ class EpochMonitor(keras.callbacks.Callback):
         }
         self.history.append(row)
 
-        improved = (val_cer, val_loss) < (state.best_cer, state.best_loss)
+        # Strict improvement drives patience and the plateau schedule. The checkpoint also moves
+        # to a later epoch of equal CER when prefer_later is set: on a small validation set CER
+        # ties are common, and under a decaying learning rate the later weights are better.
+        better = val_cer < state.best_cer
+        tie = val_cer == state.best_cer
+        improved = better or (tie and (self.config.prefer_later or val_loss < state.best_loss))
         if improved:
             state.best_cer, state.best_loss, state.best_epoch = val_cer, val_loss, epoch + 1
-            state.plateau_wait = 0
             save_model_atomic(self.model, self.run_dir / BEST_MODEL)
+        if better:
+            state.improved_epoch = epoch + 1
+            state.plateau_wait = 0
         else:
             state.plateau_wait += 1
             if (
@@ -359,7 +367,7 @@ class EpochMonitor(keras.callbacks.Callback):
             ):
                 self.model.optimizer.learning_rate.assign(lr * self.config.plateau_factor)
                 state.plateau_wait = 0
-        if epoch + 1 - state.best_epoch >= self.config.patience:
+        if epoch + 1 - state.improved_epoch >= self.config.patience:
             state.stop_reason = (
                 f"early stop: no better validation CER for {self.config.patience} epochs"
             )

@@ -1,0 +1,155 @@
+"""Seeded augmentation: identity at zero strength, reproducible, background-filled geometry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from captcha_ocr.augment import augment_batch, augment_image, background_colour
+from captcha_ocr.config import AugmentConfig
+
+ZERO = AugmentConfig(0, 0, 0, 0, 0, 0, 0, 0)
+ALWAYS = AugmentConfig(probability=1.0)  # every default strength, on every image
+
+
+def captcha_like(channels: int, seed: int = 0, height: int = 40, width: int = 120) -> np.ndarray:
+    """Light background with a few dark strokes and some speckle: (H, W, C) uint8."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, channels), 220, np.uint8)
+    for x in range(15, width - 15, 20):
+        image[10:30, x : x + 4] = rng.integers(0, 60)
+    image[rng.random((height, width)) < 0.05] = 150
+    return image
+
+
+def test_all_zero_config_is_identity():
+    assert all(getattr(ZERO, f.name) == 0 for f in dataclasses.fields(ZERO))
+    for channels in (1, 3):
+        image = captcha_like(channels)
+        out = augment_image(image, ZERO, np.random.default_rng(0))
+        np.testing.assert_array_equal(out, image)
+
+
+def test_zero_strengths_with_probability_one_is_identity():
+    config = dataclasses.replace(ZERO, probability=1.0)
+    image = captcha_like(3)
+    for seed in range(5):
+        np.testing.assert_array_equal(
+            augment_image(image, config, np.random.default_rng(seed)), image
+        )
+
+
+def test_default_config_changes_the_image():
+    image = captcha_like(1)
+    out = augment_image(image, ALWAYS, np.random.default_rng(0))
+    assert not np.array_equal(out, image)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_same_seed_same_output(channels):
+    image = captcha_like(channels)
+    a = augment_image(image, ALWAYS, np.random.default_rng(123))
+    b = augment_image(image, ALWAYS, np.random.default_rng(123))
+    np.testing.assert_array_equal(a, b)
+    batch = np.stack([captcha_like(channels, seed) for seed in range(4)])
+    np.testing.assert_array_equal(
+        augment_batch(batch, ALWAYS, np.random.default_rng(9)),
+        augment_batch(batch, ALWAYS, np.random.default_rng(9)),
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_different_seeds_differ(channels):
+    image = captcha_like(channels)
+    outputs = [
+        augment_image(image, ALWAYS, np.random.default_rng(seed)).tobytes() for seed in range(5)
+    ]
+    assert len(set(outputs)) == 5
+
+
+def test_one_generator_gives_each_image_its_own_draw():
+    batch = np.stack([captcha_like(1)] * 3)
+    out = augment_batch(batch, ALWAYS, np.random.default_rng(0))
+    assert not np.array_equal(out[0], out[1])
+    assert not np.array_equal(out[1], out[2])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_shape_and_dtype_preserved(channels, seed):
+    image = captcha_like(channels, height=32, width=100)
+    strong = AugmentConfig(1.0, 0.5, 0.5, 20.0, 0.5, 0.1, 1.0, 0.1)
+    out = augment_image(image, strong, np.random.default_rng(seed))
+    assert out.shape == (32, 100, channels)
+    assert out.dtype == np.uint8
+    batch = augment_batch(np.stack([image, image]), strong, np.random.default_rng(seed))
+    assert batch.shape == (2, 32, 100, channels)
+    assert batch.dtype == np.uint8
+
+
+def square_on_background(background: tuple[int, ...]) -> np.ndarray:
+    image = np.empty((40, 120, len(background)), np.uint8)
+    image[:] = background
+    image[12:28, 50:70] = 10  # a dark square in the middle
+    return image
+
+
+@pytest.mark.parametrize("background", [(200,), (200, 180, 160)])
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"rotation": 30.0},
+        {"shear": 0.5},
+        {"translate": 0.2},
+        {"rotation": 20.0, "shear": 0.3, "translate": 0.1},
+    ],
+)
+def test_geometry_fills_with_background(background, geometry):
+    config = dataclasses.replace(ZERO, probability=1.0, **geometry)
+    image = square_on_background(background)
+    assert background_colour(image) == background
+    changed = False
+    for seed in range(6):
+        out = augment_image(image, config, np.random.default_rng(seed))
+        changed |= not np.array_equal(out, image)
+        # Corners and borders are far from the square: they stay exactly the background.
+        for corner in (out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]):
+            assert tuple(int(v) for v in corner) == background
+        border = np.concatenate([out[0], out[-1], out[:, 0], out[:, -1]])
+        assert (border == np.array(background)).all()
+        assert out.min() >= 10  # no black fill anywhere
+        # The square is still there, somewhere.
+        assert (out <= 20).all(axis=-1).sum() > 50
+    assert changed
+
+
+def test_background_colour_is_border_median():
+    image = np.full((10, 20, 3), (250, 240, 230), np.uint8)
+    image[3:7, 5:15] = 0  # ink away from the border does not count
+    image[0, :3] = 0  # nor a few dark border pixels
+    assert background_colour(image) == (250, 240, 230)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_input_not_modified(channels):
+    image = captcha_like(channels)
+    before = image.copy()
+    strong = AugmentConfig(1.0, 0.5, 0.5, 20.0, 0.5, 0.1, 1.0, 0.1)
+    for seed in range(4):
+        augment_image(image, strong, np.random.default_rng(seed))
+    np.testing.assert_array_equal(image, before)
+    batch = np.stack([image, image])
+    batch_before = batch.copy()
+    out = augment_batch(batch, strong, np.random.default_rng(0))
+    np.testing.assert_array_equal(batch, batch_before)
+    assert not np.shares_memory(out, batch)
+
+
+def test_probability_controls_the_share_augmented():
+    image = captcha_like(1)
+    config = dataclasses.replace(ALWAYS, probability=0.5)
+    rng = np.random.default_rng(0)
+    changed = sum(not np.array_equal(augment_image(image, config, rng), image) for _ in range(200))
+    assert 70 <= changed <= 130
