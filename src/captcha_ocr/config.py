@@ -57,7 +57,7 @@ class TrainConfig:
         "cosine"  # "cosine" (warm-up then cosine decay) or "plateau" (reduce on plateau)
     )
     warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
-    patience: int = 40  # early stopping: epochs without a better validation CER
+    patience: int = 40  # early stopping: epochs without a better validation CER (ties: loss)
     prefer_later: bool = True  # at equal validation CER keep the later epoch (not the lower loss)
     plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
     plateau_factor: float = 0.9  # "plateau" schedule: the cut

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import io
@@ -29,6 +30,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -99,7 +102,9 @@ class RunState:
 
     epochs_done: int = 0
     best_epoch: int = 0  # the epoch of model.keras
-    improved_epoch: int = 0  # the last epoch that lowered the validation CER (for patience)
+    improved_epoch: int = 0  # the last epoch that set a (CER, loss) record (for patience)
+    record_cer: float = math.inf
+    record_loss: float = math.inf
     best_cer: float = math.inf
     best_loss: float = math.inf
     plateau_wait: int = 0
@@ -332,63 +337,73 @@ class EpochMonitor(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         val_loss, val_cer, val_wer = self.validate()
         logs.update(val_loss=val_loss, val_cer=val_cer, val_wer=val_wer)
-        state = self.state
-        state.epochs_done = epoch + 1
-        state.elapsed_s = self.elapsed_before + time.perf_counter() - self.started
-        lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(logs.get("loss", math.nan)),
-            "val_loss": val_loss,
-            "val_cer": val_cer,
-            "val_wer": val_wer,
-            "lr": lr,
-            "elapsed_s": round(state.elapsed_s, 3),
-        }
-        self.history.append(row)
+        # From here to the end the epoch's files are written as one unit: a Ctrl-C waits
+        # until they are consistent (checkpoint, history and state of the same epoch).
+        with interrupts_deferred():
+            state = self.state
+            state.epochs_done = epoch + 1
+            state.elapsed_s = self.elapsed_before + time.perf_counter() - self.started
+            lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {
+                "epoch": epoch + 1,
+                "loss": float(logs.get("loss", math.nan)),
+                "val_loss": val_loss,
+                "val_cer": val_cer,
+                "val_wer": val_wer,
+                "lr": lr,
+                "elapsed_s": round(state.elapsed_s, 3),
+            }
+            self.history.append(row)
 
-        # Strict improvement drives patience and the plateau schedule. The checkpoint also moves
-        # to a later epoch of equal CER when prefer_later is set: on a small validation set CER
-        # ties are common, and under a decaying learning rate the later weights are better.
-        better = val_cer < state.best_cer
-        tie = val_cer == state.best_cer
-        improved = better or (tie and (self.config.prefer_later or val_loss < state.best_loss))
-        if improved:
-            state.best_cer, state.best_loss, state.best_epoch = val_cer, val_loss, epoch + 1
-            save_model_atomic(self.model, self.run_dir / BEST_MODEL)
-        if better:
-            state.improved_epoch = epoch + 1
-            state.plateau_wait = 0
-        else:
-            state.plateau_wait += 1
-            if (
-                self.config.schedule == "plateau"
-                and state.plateau_wait >= self.config.plateau_patience
-            ):
-                self.model.optimizer.learning_rate.assign(lr * self.config.plateau_factor)
-                state.plateau_wait = 0
-        if epoch + 1 - state.improved_epoch >= self.config.patience:
-            state.stop_reason = (
-                f"early stop: no better validation CER for {self.config.patience} epochs"
+            # The checkpoint moves to a later epoch of equal CER when prefer_later is set: on a
+            # small validation set CER ties are common, and under a decaying learning rate the
+            # later weights are better.
+            # Patience and the plateau schedule count epochs without a better (CER, loss) pair:
+            # once CER is 0 a falling loss is still progress.
+            better = (val_cer, val_loss) < (state.record_cer, state.record_loss)
+            tie = val_cer == state.best_cer
+            improved = val_cer < state.best_cer or (
+                tie and (self.config.prefer_later or val_loss < state.best_loss)
             )
-        elif self.config.time_limit and state.elapsed_s >= self.config.time_limit:
-            state.stop_reason = f"time limit of {self.config.time_limit:g} s reached"
-        elif epoch + 1 >= self.config.epochs:
-            state.stop_reason = f"epoch budget of {self.config.epochs} done"
-        if state.stop_reason:
-            self.model.stop_training = True
-        self.warn_if_not_learning(epoch + 1)
+            if improved:
+                state.best_cer, state.best_loss, state.best_epoch = val_cer, val_loss, epoch + 1
+                save_model_atomic(self.model, self.run_dir / BEST_MODEL)
+            if better:
+                state.record_cer, state.record_loss = val_cer, val_loss
+                state.improved_epoch = epoch + 1
+                state.plateau_wait = 0
+            else:
+                state.plateau_wait += 1
+                if (
+                    self.config.schedule == "plateau"
+                    and state.plateau_wait >= self.config.plateau_patience
+                ):
+                    self.model.optimizer.learning_rate.assign(lr * self.config.plateau_factor)
+                    state.plateau_wait = 0
+            if epoch + 1 - state.improved_epoch >= self.config.patience:
+                state.stop_reason = (
+                    f"early stop: no better validation CER for {self.config.patience} epochs"
+                )
+            elif self.config.time_limit and state.elapsed_s >= self.config.time_limit:
+                state.stop_reason = f"time limit of {self.config.time_limit:g} s reached"
+            elif epoch + 1 >= self.config.epochs:
+                state.stop_reason = f"epoch budget of {self.config.epochs} done"
+            if state.stop_reason:
+                self.model.stop_training = True
+            self.warn_if_not_learning(epoch + 1)
 
-        save_model_atomic(self.model, self.run_dir / LAST_MODEL)
-        write_history(self.run_dir / HISTORY_FILE, self.history)
-        state.save(self.run_dir)
-        message = (
-            f"epoch {epoch + 1}/{self.config.epochs}  loss {row['loss']:.4f}  val_loss {val_loss:.4f}  "
-            f"val_cer {val_cer:.4f}  val_wer {val_wer:.4f}  lr {lr:.2e}{'  *best*' if improved else ''}"
-        )
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{row['loss']:.3f}", val_cer=f"{val_cer:.4f}", refresh=False)
-        log.info(message)
+            save_model_atomic(self.model, self.run_dir / LAST_MODEL)
+            write_history(self.run_dir / HISTORY_FILE, self.history)
+            state.save(self.run_dir)
+            message = (
+                f"epoch {epoch + 1}/{self.config.epochs}  loss {row['loss']:.4f}  val_loss {val_loss:.4f}  "
+                f"val_cer {val_cer:.4f}  val_wer {val_wer:.4f}  lr {lr:.2e}{'  *best*' if improved else ''}"
+            )
+            if self.bar is not None:
+                self.bar.set_postfix(
+                    loss=f"{row['loss']:.3f}", val_cer=f"{val_cer:.4f}", refresh=False
+                )
+            log.info(message)
 
     def warn_if_not_learning(self, epochs_done: int) -> None:
         """Say so, once, when validation CER is still near 1 after a fair share of the budget."""
@@ -418,6 +433,22 @@ class EpochMonitor(keras.callbacks.Callback):
         texts = [self.charset.decode(classes) for classes, _ in greedy_decode_batch(log_probs)]
         cer, wer = error_rates(self.val_texts, texts)
         return loss, cer, wer
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) inside the block and raise it as KeyboardInterrupt after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def cosine_learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -668,6 +699,9 @@ def fit(
             if model.stop_training:
                 break
     except KeyboardInterrupt:
+        # The files on disk are consistent as of the last finished epoch; so is this state.
+        state = RunState.load(run_dir)
+        del history[state.epochs_done :]
         state.stop_reason = f"interrupted after {state.epochs_done} complete epoch(s)"
         state.save(run_dir)
         log.warning(
