@@ -75,3 +75,48 @@ def test_time_to_accuracy_smoke(synth_dir: Path, tmp_path: Path) -> None:
     )
     assert "time to CER 0.007" in results.read_text()
     assert (tmp_path / "time_to_accuracy.png").is_file()
+
+
+def test_styles_smoke(tmp_path: Path) -> None:
+    import styles
+
+    results = tmp_path / "RESULTS.md"
+    assert (
+        styles.main(
+            [
+                "--styles",
+                "transparent",
+                "dark",
+                "--train-count",
+                "200",
+                "--test-count",
+                "10",
+                "--preset",
+                "tiny",
+                "--epochs",
+                "1",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    text = results.read_text()
+    assert "| transparent |" in text and "| dark |" in text and "--label-pattern" in text
+
+
+def test_style_effects_make_what_they_claim(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from styles import STYLES, make_set
+
+    transparent = next(s for s in STYLES if s.name == "transparent")
+    folder = make_set(transparent, tmp_path / "t", 3, seed=0)
+    image = Image.open(next(folder.glob("*.png")))
+    assert image.mode == "P" and "transparency" in image.info
+    dark = next(s for s in STYLES if s.name == "dark")
+    folder = make_set(dark, tmp_path / "d", 3, seed=0)
+    names = sorted(p.name for p in folder.glob("*.png"))
+    assert all(n[:5].isdigit() and n[5] == "_" for n in names)
+    pixels = np.asarray(Image.open(folder / names[0]).convert("L"))
+    assert np.median(pixels) < 128  # light text on a dark background
