@@ -296,6 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_image_bytes=args.max_image_bytes,
         max_images=args.max_images,
         max_pixels=args.max_pixels,
+        max_body_bytes=args.max_body_bytes,
     )
     run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings)
     return 0
@@ -440,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="server processes, each with the model loaded once"
     )
     p.add_argument(
-        "--threads", type=int, help="ONNX Runtime threads per worker (default: one per core)"
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads per worker (default 1; use --workers for more cores)",
     )
     p.add_argument(
         "--batch-wait-ms",
@@ -458,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4_000_000,
         help="pixels per image, checked before decoding (default 4,000,000)",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=20_000_000, help="whole request body (default 20 MB)"
     )
     return parser
 

@@ -33,6 +33,10 @@ class ImageLoadError(CaptchaOCRError):
     """An image that cannot be read (corrupt, truncated, not an image, too large)."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image refused for its size (from its header, before decoding)."""
+
+
 def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open ``source`` as a fully decoded PIL image (first frame of an animation).
 
@@ -55,7 +59,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             image = Image.open(handle)
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageLoadError(
+                raise ImageTooLargeError(
                     f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,}"
                 )
             image.seek(0)
@@ -72,7 +76,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             f"{name}: not an image file (or a format Pillow cannot read)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(f"{name}: image too large (decompression bomb?)") from None
+        raise ImageTooLargeError(f"{name}: image too large (decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(f"{name}: unreadable image ({error})") from None
 

@@ -8,7 +8,10 @@ models take raw 0-255 pixels. Only built-in layers are used (no ``Lambda``), so 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 import keras
 from keras import layers

@@ -1,14 +1,15 @@
 """Training: data -> run folder with the best checkpoint, history, curves and TensorBoard logs.
 
-The network (``model``) knows nothing of the loss; here live the CTC loss, the input pipeline
-(tf.data over in-memory pixels, augmented in parallel), the per-epoch validation CER/WER,
-checkpointing, early stopping, learning-rate schedules, resume and Ctrl-C handling.
+The network (``model``) knows nothing of the loss; here live the CTC loss, the input feed
+(in-memory pixels, augmented by worker threads ahead of the model), the per-epoch validation
+CER/WER, checkpointing, early stopping, learning-rate schedules, synthetic pre-training,
+resume and Ctrl-C handling.
 
 A run folder ``RUNS_DIR/<YYYYmmdd-HHMMSS>/`` holds::
 
     configs.yaml   model spec + training config + data source (rebuilds and resumes the run)
     train.csv val.csv   the split
-    model.keras    best checkpoint by validation CER (then loss)
+    model.keras    best checkpoint by validation CER (ties: the later epoch, or lower loss)
     last.keras     last epoch, with optimizer state (for --resume)
     state.json     epoch counters, best scores, elapsed time (for --resume)
     history.csv    one row per epoch
