@@ -139,8 +139,8 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     report = inspect_dataset(args.data, args.label_pattern, args.ignore_case)
     if not report.count:
         raise CaptchaOCRError(f"no labeled images in {args.data}")
-    height, width, channels = _model_input_size(report, args)
-    channels = args.channels or config.channels or 1
+    height, width, _ = _model_input_size(report, args)
+    channels = args.channels or config.channels or 1  # the preset's choice (reference: RGB)
     path = augment_grid(
         report.samples,
         args.out,
