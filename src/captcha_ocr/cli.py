@@ -225,6 +225,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         skip_errors=True,
         progress=len(paths) > 200 and not args.json,
     )
+    errors = [p.error for p in predictions if p.error is not None]
+    if errors and len(errors) == len(paths):
+        what = errors[0]
+        if len(paths) > 1:
+            what = f"none of the {len(paths)} images could be read, e.g. {what}"
+        raise CaptchaOCRError(
+            f"{what}; check that the files are images (PNG, JPEG, ...) and not damaged"
+        )
     failed = 0
     for path, prediction in zip(paths, predictions):
         if prediction.error is not None:
@@ -496,8 +504,17 @@ def _add_read_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-chars", help="restrict the output to these characters")
 
 
+def _never_fail_to_print() -> None:
+    """A file name that is not valid UTF-8 (Linux allows any bytes) is printed with escapes
+    instead of stopping the program with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (tests call this directly)."""
+    _never_fail_to_print()
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)

@@ -280,6 +280,27 @@ def load_run_config(run_dir: str | Path) -> tuple[ModelSpec, TrainConfig, dict[s
     for section in ("model", "train"):
         if section not in document:
             raise CaptchaOCRError(f"{path} has no {section!r} section; was it edited by hand?")
-    spec = from_dict(ModelSpec, document["model"], prefix="model.")
-    train = from_dict(TrainConfig, document["train"], prefix="train.")
+    try:
+        spec = from_dict(ModelSpec, document["model"], prefix="model.")
+        train = from_dict(TrainConfig, document["train"], prefix="train.")
+        validate_train_config(train)
+        validate_model_spec(spec)
+    except CaptchaOCRError as error:
+        raise CaptchaOCRError(f"{path}: {error}; was it edited by hand?") from None
     return spec, train, document.get("data") or {}
+
+
+def validate_model_spec(spec: ModelSpec) -> None:
+    """Reject a model spec that no model of ours has (a hand-edited run folder)."""
+    checks = [
+        (spec.preset in PRESET_RECIPES, f"unknown preset {spec.preset!r}"),
+        (bool(spec.charset), "the charset is empty"),
+        (len(set(spec.charset)) == len(spec.charset), "the charset repeats a character"),
+        (spec.channels in (1, 3), "channels must be 1 or 3"),
+        (min(spec.height, spec.width) >= 1, "height and width must be >= 1"),
+        (spec.max_label_length >= 1, "max_label_length must be >= 1"),
+        (spec.blank_index == 0, "blank_index must be 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CaptchaOCRError(f"bad model spec: {message}")

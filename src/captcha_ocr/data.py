@@ -15,7 +15,7 @@ import os
 import random
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,12 @@ class Sample:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Samples found, and the image files whose name the label rule did not match."""
+    """Samples found, the image files whose name the label rule did not match, and those
+    whose name is not valid UTF-8 (no label can be read from it, nor written to a CSV)."""
 
     samples: list[Sample]
     unlabeled: list[str]
+    undecodable: list[str] = field(default_factory=list)
 
 
 def compile_label_pattern(pattern: str | None) -> re.Pattern[str]:
@@ -102,14 +104,31 @@ def scan_folder(
     if not root.is_dir():
         raise CaptchaOCRError(f"{root} is not a folder (nor a .csv/.tsv labels file)")
     pattern = compile_label_pattern(label_pattern)
-    samples, unlabeled = [], []
+    samples, unlabeled, undecodable = [], [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p)):
+        if not is_utf8(str(path)):
+            undecodable.append(str(path))
+            continue
         label = label_from_name(path, pattern, ignore_case)
         if label is None:
             unlabeled.append(str(path))
         else:
             samples.append(Sample(str(path), label))
-    return ScanResult(samples, unlabeled)
+    return ScanResult(samples, unlabeled, undecodable)
+
+
+def is_utf8(name: str) -> bool:
+    """False for a file name with bytes that are not UTF-8 (Python holds them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(path: str) -> str:
+    """A file's name fit to print, its non-UTF-8 bytes as escapes."""
+    return ascii(os.fsencode(Path(path).name))[2:-1] if not is_utf8(path) else Path(path).name
 
 
 def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample]:
@@ -118,23 +137,34 @@ def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample
     path = Path(path)
     if not path.is_file():
         raise CaptchaOCRError(f"labels file {path} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise CaptchaOCRError(
+            f"{path} is not UTF-8 text; save the labels file as UTF-8 (rows of path,label)"
+        ) from None
     delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
     samples = []
-    for line_number, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1):
-        if not row or not "".join(row).strip():
-            continue
-        if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
-            continue
-        if len(row) < 2:
-            raise CaptchaOCRError(
-                f"{path}:{line_number}: expected 'path{delimiter}label', got {row!r}"
-            )
-        image_path = Path(row[0].strip())
-        if not image_path.is_absolute():
-            image_path = path.parent / image_path
-        label = row[1].strip()
-        samples.append(Sample(str(image_path), label.lower() if ignore_case else label))
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        for line_number, row in enumerate(reader, 1):
+            if not row or not "".join(row).strip():
+                continue
+            if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                continue
+            if len(row) < 2:
+                raise CaptchaOCRError(
+                    f"{path}:{line_number}: expected 'path{delimiter}label', got {row!r}"
+                )
+            image_path = Path(row[0].strip())
+            if not image_path.is_absolute():
+                image_path = path.parent / image_path
+            label = row[1].strip()
+            samples.append(Sample(str(image_path), label.lower() if ignore_case else label))
+    except csv.Error as error:
+        raise CaptchaOCRError(
+            f"{path}:{reader.line_num}: not a CSV row ({error}); expected 'path{delimiter}label'"
+        ) from None
     return samples
 
 
@@ -153,6 +183,13 @@ def find_samples(
             raise CaptchaOCRError(f"labels file {source} has no rows")
         return samples
     scan = scan_folder(source, label_pattern, ignore_case)
+    if scan.undecodable:
+        log.warning(
+            "%d image(s) have a file name that is not valid UTF-8 and were skipped, e.g. %s; "
+            "rename them to read them",
+            len(scan.undecodable),
+            ", ".join(shown_name(p) for p in scan.undecodable[:3]),
+        )
     if scan.unlabeled:
         log.warning(
             "%d image(s) did not match the label pattern and were skipped, e.g. %s",
@@ -160,6 +197,11 @@ def find_samples(
             ", ".join(Path(p).name for p in scan.unlabeled[:3]),
         )
     if not scan.samples:
+        if scan.undecodable and not scan.unlabeled:
+            raise CaptchaOCRError(
+                f"the file names in {source} are not valid UTF-8 (e.g. "
+                f"{shown_name(scan.undecodable[0])}): rename them, e.g. with convmv"
+            )
         if scan.unlabeled:
             raise CaptchaOCRError(
                 f"no image in {source} matched the label pattern "
@@ -206,7 +248,10 @@ def most_common_size(samples: Sequence[Sample], limit: int = 500) -> tuple[int, 
         size for size in (image_size(s.path) for s in samples[:limit]) if size is not None
     )
     if not sizes:
-        raise CaptchaOCRError("none of the images could be read: cannot tell their size")
+        raise CaptchaOCRError(
+            f"none of the images could be read (e.g. {samples[0].path}); "
+            "check that the files are images (PNG, JPEG, ...) and not damaged"
+        )
     return sizes.most_common(1)[0][0]
 
 
@@ -259,7 +304,11 @@ def load_samples(
             raise CaptchaOCRError(message + " (remove them, or drop --strict to skip them)")
         log.warning("%s; skipped", message)
     if not kept:
-        raise CaptchaOCRError(f"none of the {len(samples)} image(s) could be read")
+        example = f", e.g. {failed[0][1]}" if failed else ""
+        raise CaptchaOCRError(
+            f"none of the {len(samples)} image(s) could be read{example}; "
+            "check that the files are images (PNG, JPEG, ...) and not damaged"
+        )
     images = np.stack([r for _, r in kept]).astype(np.uint8)
     return LoadedImages(images, [s for s, _ in kept], failed)
 

@@ -13,6 +13,7 @@ import tarfile
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from captcha_ocr.errors import CaptchaOCRError
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
 DONE_MARKER = ".captcha-ocr-extracted"
+# A file with one of these names must be an archive: an HTML error page saved as
+# "captchas.zip" is a failed download, not a data set.
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tbz2", ".txz", ".tar.gz", ".tar.bz2", ".tar.xz")
+# Errors of a damaged (e.g. truncated) archive, met while its members are read.
+DAMAGED_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError)
 
 
 def sha256_of(path: Path) -> str:
@@ -84,45 +90,64 @@ def _safe_target(root: Path, name: str) -> Path:
     return target
 
 
+def check_free_space(target: Path, need_bytes: int, archive: Path) -> None:
+    """Refuse to unpack what would fill the disk (a zip bomb, or just a full disk)."""
+    free = shutil.disk_usage(target).free
+    if need_bytes > free:
+        raise CaptchaOCRError(
+            f"{archive.name} unpacks to {need_bytes / 1e6:,.1f} MB but only {free / 1e6:,.1f} MB "
+            f"are free under {target}; free some space or choose another --to"
+        )
+
+
 def extract(archive: Path, target: Path) -> list[Path]:
-    """Unpack a zip or tar(.gz/.bz2/.xz) archive into ``target``, refusing unsafe members."""
+    """Unpack a zip or tar(.gz/.bz2/.xz) archive into ``target``, refusing unsafe members,
+    archives too large for the free disk space, and damaged archives."""
     target.mkdir(parents=True, exist_ok=True)
+    try:
+        return _extract(archive, target)
+    except DAMAGED_ARCHIVE_ERRORS as error:
+        raise CaptchaOCRError(
+            f"{archive} is damaged ({error}); delete it and download it again"
+        ) from None
+
+
+def _extract(archive: Path, target: Path) -> list[Path]:
     written = []
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             members = [(info, _safe_target(target, info.filename)) for info in zf.infolist()]
+            check_free_space(target, sum(info.file_size for info, _ in members), archive)
             for info, path in members:
                 if info.is_dir():
                     path.mkdir(parents=True, exist_ok=True)
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as source, open(path, "wb") as out:
+                with zf.open(info) as source, atomic_path(path) as tmp, open(tmp, "wb") as out:
                     shutil.copyfileobj(source, out)
                 written.append(path)
         return written
-    try:
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for member in members:
-                _safe_target(target, member.name)
-                if member.issym() or member.islnk() or member.isdev():
-                    raise CaptchaOCRError(
-                        f"archive member {member.name!r} is a link or device; refusing the archive"
-                    )
-            for member in members:
-                path = _safe_target(target, member.name)
-                if member.isdir():
-                    path.mkdir(parents=True, exist_ok=True)
-                elif member.isfile():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    source = tf.extractfile(member)
-                    assert source is not None
-                    with source, open(path, "wb") as out:
-                        shutil.copyfileobj(source, out)
-                    written.append(path)
-        return written
-    except tarfile.TarError:
-        raise CaptchaOCRError(f"{archive} is neither a zip nor a tar archive") from None
+    if not tarfile.is_tarfile(archive):
+        raise CaptchaOCRError(f"{archive} is neither a zip nor a tar archive")
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        for member in members:
+            _safe_target(target, member.name)
+            if member.issym() or member.islnk() or member.isdev():
+                raise CaptchaOCRError(
+                    f"archive member {member.name!r} is a link or device; refusing the archive"
+                )
+        check_free_space(target, sum(m.size for m in members if m.isfile()), archive)
+        for member in members:
+            path = _safe_target(target, member.name)
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                source = tf.extractfile(member)
+                assert source is not None
+                with source, atomic_path(path) as tmp, open(tmp, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                written.append(path)
+    return written
 
 
 def download(
@@ -137,6 +162,8 @@ def download(
     PosixPath('Datasets')
     """
     to = Path(to)
+    if to.exists() and not to.is_dir():
+        raise CaptchaOCRError(f"--to {to} is a file, not a folder; choose a folder")
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "download"
     archive = to / name
     marker = to / f"{DONE_MARKER}.{name}"
@@ -153,7 +180,14 @@ def download(
             raise CaptchaOCRError(
                 f"{name}: SHA-256 is {actual}, expected {sha256}; the file was removed"
             )
-    is_archive = zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)
+    size = archive.stat().st_size
+    is_archive = size > 0 and (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive))
+    if not is_archive and (size == 0 or name.lower().endswith(ARCHIVE_SUFFIXES)):
+        archive.unlink()
+        what = "is empty" if size == 0 else f"is not a zip or tar archive ({size:,} bytes)"
+        raise CaptchaOCRError(
+            f"the download of {url} {what}; the file was removed: check the URL and try again"
+        )
     if not is_archive:
         log.info("%s is not an archive; left as it is", archive)
         return to

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from captcha_ocr.charset import Charset
+from captcha_ocr.charset import Charset, ctc_steps_needed
 from captcha_ocr.data import Sample
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.infer import Reader
 from captcha_ocr.metrics import char_error_rate, error_rates
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,11 @@ class Report:
         write_text_atomic(path, self.to_json() + "\n")
 
 
-def check_labels_readable(charset: Charset, samples: Sequence[Sample]) -> None:
-    """Labels with characters the model cannot output make scores meaningless: refuse them."""
+def check_labels_readable(
+    charset: Charset, samples: Sequence[Sample], time_steps: int | None = None
+) -> None:
+    """Labels the model can never output (a character outside its charset, or more CTC steps
+    than its ``time_steps``) make scores meaningless: refuse them."""
     bad = [(s, charset.unknown(s.label)) for s in samples if charset.unknown(s.label)]
     if bad:
         chars = "".join(sorted(set("".join(u for _, u in bad))))
@@ -59,6 +65,14 @@ def check_labels_readable(charset: Charset, samples: Sequence[Sample]) -> None:
             f"{len(bad)} label(s) have characters the model cannot output ({chars!r}), e.g. "
             f"{bad[0][0].label!r} ({bad[0][0].path}); the model's charset is {charset.chars!r}"
             " (use --ignore-case if only the case differs)"
+        )
+    too_long = [s for s in samples if time_steps and ctc_steps_needed(s.label) > time_steps]
+    if too_long:
+        raise CaptchaOCRError(
+            f"{len(too_long)} label(s) are longer than the model can output, e.g. "
+            f"{too_long[0].label!r} ({too_long[0].path}) needs "
+            f"{ctc_steps_needed(too_long[0].label)} CTC steps and the model has {time_steps}; "
+            "check the labels (or --label-pattern), or train a model for longer labels"
         )
 
 
@@ -79,7 +93,7 @@ def evaluate(
     """
     if not samples:
         raise CaptchaOCRError("nothing to evaluate: no labeled images")
-    check_labels_readable(reader.charset, samples)
+    check_labels_readable(reader.charset, samples, reader.time_steps)
     started = time.perf_counter()
     predictions = reader.read_batch(
         [s.path for s in samples], batch_size, beam_width, skip_errors=True, progress=progress
@@ -96,6 +110,19 @@ def evaluate(
         )
         for s, p in zip(samples, predictions)
     ]
+    unreadable = [r for r in results if r.error is not None]
+    if len(unreadable) == len(results):
+        raise CaptchaOCRError(
+            f"none of the {len(results)} image(s) could be read, e.g. {unreadable[0].error}; "
+            "check that the files are images (PNG, JPEG, ...) and not damaged"
+        )
+    if unreadable:
+        log.warning(
+            "%d of %d image(s) could not be read and count as wrong, e.g. %s",
+            len(unreadable),
+            len(results),
+            "; ".join(r.error or "" for r in unreadable[:3]),
+        )
     cer, wer = error_rates([r.label for r in results], [r.prediction or "" for r in results])
     return Report(
         count=len(results),
@@ -103,6 +130,6 @@ def evaluate(
         cer=cer,
         wer=wer,
         images_per_second=len(results) / max(seconds, 1e-9),
-        unreadable=sum(r.error is not None for r in results),
+        unreadable=len(unreadable),
         results=results,
     )

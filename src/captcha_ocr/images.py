@@ -28,6 +28,11 @@ DEFAULT_MAX_PIXELS = 25_000_000
 # Truncated files are errors, never silently half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# The formats of IMAGE_SUFFIXES (camera JPEGs that Pillow names MPO open as JPEG). Pillow would
+# otherwise also try its rarer parsers on any file, and hand EPS (PostScript: a program) to
+# Ghostscript.
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "WEBP", "TIFF")
+
 
 class ImageLoadError(CaptchaOCRError):
     """An image that cannot be read (corrupt, truncated, not an image, too large)."""
@@ -56,7 +61,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             handle = open(name, "rb")  # noqa: SIM115 - closed below, after decoding
         with handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(handle)
+            image = Image.open(handle, formats=PILLOW_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
@@ -124,9 +129,15 @@ def load_image(
     >>> load_image(np.full((50, 200, 3), 200, np.uint8), 32, 128, 1).shape
     (32, 128, 1)
     """
-    image = to_rgb_or_grey(open_image(source, max_pixels), channels)
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    image = open_image(source, max_pixels)
+    try:
+        image = to_rgb_or_grey(image, channels)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+    except (OSError, ValueError) as error:  # a mode Pillow cannot convert (LAB, ...)
+        raise ImageLoadError(
+            f"{_source_name(source)}: cannot convert a {image.mode} image ({error})"
+        ) from None
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
@@ -134,13 +145,27 @@ def load_image(
 def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """``(width, height)`` from the file header, or None when it is not a readable image."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
             return image.size
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
         return None
 
 
+def _source_name(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    return "<image>" if isinstance(source, Image.Image) else "<bytes>"
+
+
 def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype.kind not in "buif":
+        raise ImageLoadError(f"an image array must hold numbers, not {array.dtype}")
+    if array.size == 0:
+        raise ImageLoadError(f"an image array must not be empty; got {array.shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ImageLoadError("an image array must not hold NaN or infinite values")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):

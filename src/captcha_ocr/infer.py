@@ -68,14 +68,21 @@ def read_spec(metadata: dict[str, str], source: str) -> ModelSpec:
         raise CaptchaOCRError(
             f"{source} has no captcha-ocr metadata; export it with: captcha-ocr export RUN_DIR"
         )
+    redo = "export the model again with: captcha-ocr export RUN_DIR"
     try:
         data = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError:
-        raise CaptchaOCRError(f"{source}: captcha-ocr metadata is not valid JSON") from None
-    spec = from_dict(ModelSpec, data, prefix="metadata.")
-    Charset(spec.charset)  # validates: non-empty, no repeats
+        raise CaptchaOCRError(f"{source}: captcha-ocr metadata is not valid JSON; {redo}") from None
+    try:
+        spec = from_dict(ModelSpec, data, prefix="metadata.")
+        Charset(spec.charset)  # validates: non-empty, no repeats
+    except CaptchaOCRError as error:
+        raise CaptchaOCRError(f"{source}: bad captcha-ocr metadata ({error}); {redo}") from None
     if spec.blank_index != 0 or spec.channels not in (1, 3) or min(spec.height, spec.width) < 1:
-        raise CaptchaOCRError(f"{source}: captcha-ocr metadata is inconsistent: {data}")
+        raise CaptchaOCRError(
+            f"{source}: captcha-ocr metadata is inconsistent (blank_index {spec.blank_index}, "
+            f"input {spec.height}x{spec.width}x{spec.channels}); {redo}"
+        )
     return spec
 
 
@@ -103,6 +110,8 @@ class Reader:
         (None: ONNX Runtime's choice, one per core)."""
         import onnxruntime as ort
 
+        if threads is not None and threads < 0:
+            raise CaptchaOCRError(f"threads must be >= 0 (0: one per core), got {threads}")
         path = resolve_model_path(model)
         options = ort.SessionOptions()
         if threads:
@@ -124,9 +133,24 @@ class Reader:
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or list(shape[1:]) != expected:
             raise CaptchaOCRError(
-                f"{path}: the model's input {shape} does not match its metadata {expected}"
+                f"{path}: the model's input {shape} does not match its metadata {expected}; "
+                "export the model again with: captcha-ocr export RUN_DIR"
+            )
+        output = session.get_outputs()[0].shape
+        classes = output[-1] if len(output) == 3 else None
+        if len(output) != 3 or (isinstance(classes, int) and classes != spec.num_classes):
+            raise CaptchaOCRError(
+                f"{path}: the model's output {output} does not match the {spec.num_classes} "
+                "classes (charset + blank) of its metadata; export the model again with: "
+                "captcha-ocr export RUN_DIR"
             )
         return cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
+
+    @property
+    def time_steps(self) -> int | None:
+        """T, the most CTC steps (so the longest text) the model can output; None if dynamic."""
+        steps = self.session.get_outputs()[0].shape[1]
+        return steps if isinstance(steps, int) else None
 
     def preprocess(self, image: ImageSource) -> np.ndarray:
         """Any image -> ``(H, W, C)`` uint8 model input (the shared preprocessing path)."""
@@ -173,6 +197,8 @@ class Reader:
         """
         from tqdm import tqdm
 
+        if batch_size < 1:
+            raise CaptchaOCRError(f"batch_size must be >= 1 (got {batch_size})")
         predictions: list[Prediction] = []
         with tqdm(total=len(images), desc="reading", unit="img", disable=not progress) as bar:
             for chunk in self._decoded_chunks(images, batch_size):

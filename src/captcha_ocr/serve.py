@@ -144,6 +144,33 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="What is wrong and, where it helps, what to send instead.")
 
 
+class Health(BaseModel):
+    status: str = Field(description='"ok" once the model is loaded.')
+    ready: bool
+    model: str
+
+
+class Limits(BaseModel):
+    max_images: int
+    max_image_bytes: int
+    max_pixels: int
+    max_body_bytes: int
+    max_beam_width: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    charset: str = Field(description="The characters the model can read; class i+1 is charset[i].")
+    height: int
+    width: int
+    channels: int
+    blank_index: int
+    max_label_length: int
+    preset: str
+    version: str
+    limits: Limits
+
+
 def _option_schemas() -> dict[str, dict[str, Any]]:
     """The fields of :class:`ReadOptions` as OpenAPI schemas, for query and form fields."""
     schemas = {}
@@ -403,22 +430,32 @@ class _Service:
     def __init__(self, reader: Reader, settings: ServeSettings) -> None:
         self.reader = reader
         self.settings = settings
+        self.open()
+        # A base64 string longer than this decodes to more than max_image_bytes, even with line
+        # breaks (MIME wraps at 76 characters) and a data: URL prefix: refused undecoded.
+        self.max_base64_chars = (4 * settings.max_image_bytes // 3) * 103 // 100 + 256
+
+    def open(self) -> None:
+        """Start the thread pools and the batcher (again, after :meth:`close`: a server or a
+        test client may run the app's lifespan more than once)."""
         # Image decoding (Pillow releases the GIL while it decodes) and beam search.
         self.cpu_pool = concurrent.futures.ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="decode"
         )
         self.model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batcher = MicroBatcher(
-            reader, self.model_pool, settings.batch_wait_ms / 1000, settings.max_batch
+            self.reader,
+            self.model_pool,
+            self.settings.batch_wait_ms / 1000,
+            self.settings.max_batch,
         )
-        # A base64 string longer than this decodes to more than max_image_bytes, even with line
-        # breaks (MIME wraps at 76 characters) and a data: URL prefix: refused undecoded.
-        self.max_base64_chars = (4 * settings.max_image_bytes // 3) * 103 // 100 + 256
+        self.closed = False
 
     def close(self) -> None:
         self.batcher.close()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=False, cancel_futures=True)
+        self.closed = True
 
     def model_info(self) -> dict[str, Any]:
         spec, limits = self.reader.spec, self.settings
@@ -614,10 +651,10 @@ class _Service:
         try:
             return self.reader.preprocess(open_image(data, self.settings.max_pixels))
         except ImageTooLargeError as error:
-            message = str(error).removeprefix("<bytes>: ")
+            message = str(error).removeprefix("<bytes>: ").removeprefix("<image>: ")
             raise ApiError(413, "image_too_large", f"images[{index}]: {message}") from None
         except ImageLoadError as error:
-            message = str(error).removeprefix("<bytes>: ")
+            message = str(error).removeprefix("<bytes>: ").removeprefix("<image>: ")
             raise ApiError(415, "not_an_image", f"images[{index}]: {message}") from None
         except (OSError, ValueError) as error:  # a mode Pillow cannot convert, ...
             raise ApiError(
@@ -670,6 +707,8 @@ def create_app(model: str | os.PathLike | Reader, settings: ServeSettings | None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
+        if service.closed:
+            service.open()
         yield
         service.close()
 
@@ -683,11 +722,19 @@ def create_app(model: str | os.PathLike | Reader, settings: ServeSettings | None
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    @app.get("/healthz", summary="Liveness and readiness (the model is loaded before serving)")
+    @app.get(
+        "/healthz",
+        summary="Liveness and readiness (the model is loaded before serving)",
+        response_model=Health,
+    )
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "ready": True, "model": reader.name}
 
-    @app.get("/v1/model", summary="The model: charset, input size, blank index, version, limits")
+    @app.get(
+        "/v1/model",
+        summary="The model: charset, input size, blank index, version, limits",
+        response_model=ModelInfo,
+    )
     async def model_info() -> dict[str, Any]:
         return service.model_info()
 

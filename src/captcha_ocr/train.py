@@ -34,6 +34,7 @@ import shutil
 import signal
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -121,9 +122,20 @@ class RunState:
         if not path.is_file():
             return cls()
         try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError):
-            raise CaptchaOCRError(f"{path} is damaged; cannot resume this run") from None
+            state = cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+            state = None
+        kinds = {"int": int, "float": (int, float), "str": str}
+        if state is None or not all(
+            isinstance(getattr(state, f.name), kinds[f.type])
+            and not isinstance(getattr(state, f.name), bool)
+            for f in dataclasses.fields(cls)
+        ):
+            raise CaptchaOCRError(
+                f"{path} is damaged; cannot resume this run (train a new one, or export what "
+                "it has: captcha-ocr export RUN_DIR)"
+            )
+        return state
 
 
 @dataclass
@@ -212,6 +224,20 @@ def check_labels_fit(samples: list[Sample], steps: int, spec: ModelSpec) -> None
     empty = [s for s in samples if not s.label]
     if empty:
         raise CaptchaOCRError(f"{len(empty)} image(s) have an empty label, e.g. {empty[0].path}")
+
+
+def warn_about_spaces(samples: list[Sample]) -> None:
+    """Spaces in labels are allowed, but most often come from copies a file manager named
+    (``2b827 (1).png``, ``2b827 - Copy.png``): say so before the model learns ' ' and '('."""
+    spaced = [s for s in samples if any(c.isspace() for c in s.label)]
+    if spaced:
+        log.warning(
+            "%d label(s) contain spaces, e.g. %r (%s): the model will learn to read spaces; "
+            "if these are copies like 'name (1).png', rename them or set --label-pattern",
+            len(spaced),
+            spaced[0].label,
+            Path(spaced[0].path).name,
+        )
 
 
 def prepare_data(
@@ -480,10 +506,15 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    for row in rows:
-        row["epoch"] = int(row["epoch"])
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        for row in rows:
+            row["epoch"] = int(row["epoch"])
+    except (ValueError, TypeError, KeyError, csv.Error, UnicodeDecodeError):
+        raise CaptchaOCRError(
+            f"{path} is damaged; delete it to resume without the earlier epochs' history"
+        ) from None
     return rows
 
 
@@ -549,11 +580,14 @@ def check_writable(folder: Path, need_bytes: int = 50_000_000) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as error:
-        raise CaptchaOCRError(f"cannot write to {folder}: {error.strerror or error}") from None
+        raise CaptchaOCRError(
+            f"cannot write to {folder}: {error.strerror or error}; choose another --out"
+        ) from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise CaptchaOCRError(
-            f"only {free / 1e6:.0f} MB free under {folder}; training needs about {need_bytes / 1e6:.0f} MB"
+            f"only {free / 1e6:.0f} MB free under {folder}; training needs about "
+            f"{need_bytes / 1e6:.0f} MB: free some space or choose another --out"
         )
 
 
@@ -601,6 +635,7 @@ def train(
         config = config or TrainConfig()
         samples = find_samples(data, config.label_pattern, config.ignore_case)
         log.info("found %d labeled images in %s", len(samples), data)
+        warn_about_spaces(samples)
         spec = measure_spec(samples, config)
         train_samples, val_samples = split_samples(samples, config.val_fraction, config.seed)
         if config.epochs is None:
@@ -672,7 +707,7 @@ def fit(
         len(prepared.val_samples),
     )
     if resume:
-        model = keras.models.load_model(run_dir / LAST_MODEL, safe_mode=True)
+        model = load_keras_model(run_dir / LAST_MODEL, compile=True)
     else:
         if initial_weights is not None:
             model.set_weights(initial_weights)
@@ -773,7 +808,7 @@ def pretrain_on_synth(
         folder = run_dir / "pretrain"
         folder.mkdir(parents=True, exist_ok=True)
         fit(folder, spec, pre_config, synth_train, synth_val, RunState(), [], progress)
-    best = keras.models.load_model(folder / BEST_MODEL, compile=False, safe_mode=True)
+    best = load_keras_model(folder / BEST_MODEL)
     log.info("pre-training done; fine-tuning on the real images")
     return best.get_weights()
 
@@ -796,9 +831,24 @@ def load_best_model(run_dir: str | Path) -> keras.Model:
         raise CaptchaOCRError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
     if not path.is_file():
         raise CaptchaOCRError(f"run folder {run_dir} has no {BEST_MODEL}; train it first")
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for damaged archives
+    return load_keras_model(path)
+
+
+def load_keras_model(path: Path, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file in safe mode: a file holding code (a ``Lambda`` layer, say) is
+    refused, never run."""
+    if not zipfile.is_zipfile(path):  # Keras would say "file not found"
         raise CaptchaOCRError(
-            f"{path} cannot be loaded: {str(error).splitlines()[0][:200]}"
+            f"{path} cannot be loaded: it is not a .keras file (damaged or cut short?)"
+        )
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for damaged archives
+        text = str(error).strip()
+        if "safe_mode" in text or "arbitrary code" in text:
+            reason = "it holds Python code (a Lambda layer?), which safe mode never runs"
+        else:
+            reason = (text.splitlines() or [type(error).__name__])[0][:200]
+        raise CaptchaOCRError(
+            f"{path} cannot be loaded: {reason}; use a model trained by captcha-ocr"
         ) from None
