@@ -120,3 +120,24 @@ def test_style_effects_make_what_they_claim(tmp_path: Path) -> None:
     assert all(n[:5].isdigit() and n[5] == "_" for n in names)
     pixels = np.asarray(Image.open(folder / names[0]).convert("L"))
     assert np.median(pixels) < 128  # light text on a dark background
+
+
+def test_int8_and_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import int8
+
+    from captcha_ocr.export import export_int8
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    export_int8(run)
+    results = tmp_path / "RESULTS.md"
+    assert (
+        int8.main(
+            [str(run), "--single", "20", "--batch", "8", "--rounds", "2", "--results", str(results)]
+        )
+        == 0
+    )
+    text = results.read_text()
+    assert "| float |" in text and "| int8 |" in text
