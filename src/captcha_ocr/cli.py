@@ -40,13 +40,13 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _image_paths(items: Sequence[str]) -> list[str]:
-    from captcha_ocr.images import is_image_path
+    from captcha_ocr.data import image_files
 
     paths: list[str] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            found = [str(p) for p in image_files(path)]
             if not found:
                 raise CaptchaOCRError(f"no images found in folder {path}")
             paths.extend(found)

@@ -94,6 +94,11 @@ def label_from_name(
     return label.lower() if ignore_case else label
 
 
+def image_files(root: str | Path) -> list[Path]:
+    """Image files under ``root``, recursively, sorted (by suffix; contents are not read)."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and is_image_path(p))
+
+
 def scan_folder(
     root: str | Path, label_pattern: str | None = None, ignore_case: bool = False
 ) -> ScanResult:
@@ -105,7 +110,7 @@ def scan_folder(
         raise CaptchaOCRError(f"{root} is not a folder (nor a .csv/.tsv labels file)")
     pattern = compile_label_pattern(label_pattern)
     samples, unlabeled, undecodable = [], [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p)):
+    for path in image_files(root):
         if not is_utf8(str(path)):
             undecodable.append(str(path))
             continue
