@@ -615,7 +615,6 @@ def train(
         spec, config, data_info = load_run_config(run_dir)
         if resume_epochs is not None:
             config = dataclasses.replace(config, epochs=resume_epochs)
-            save_run_config(run_dir, spec, config, data_info)
         for name in ("train.csv", "val.csv", LAST_MODEL):
             if not (run_dir / name).is_file():
                 raise CaptchaOCRError(f"cannot resume {run_dir}: {name} is missing")
@@ -628,6 +627,8 @@ def train(
             raise CaptchaOCRError(
                 f"{run_dir} already ran its {config.epochs} epochs; nothing to resume"
             )
+        if resume_epochs is not None:  # only once the resume is sure to go ahead
+            save_run_config(run_dir, spec, config, data_info)
         log.info("resuming %s from epoch %d", run_dir, state.epochs_done + 1)
     else:
         if data is None:
