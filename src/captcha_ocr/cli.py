@@ -100,6 +100,7 @@ def _train_overrides(args: argparse.Namespace) -> dict:
         "pretrain",
         "pretrain_images",
         "pretrain_epochs",
+        "devices",
     )
     overrides = {key: getattr(args, key) for key in keys}
     overrides["learning_rate"] = args.lr
@@ -183,6 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         resume_epochs=args.epochs if args.resume else None,
+        resume_devices=args.devices if args.resume else None,
     )
     log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
     onnx_path = export_run(result.run_dir)
@@ -378,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrain-images", type=int, help="synthetic captchas to pre-train on (default 4000)"
     )
     p.add_argument("--pretrain-epochs", type=int, help="pre-training epochs (default 15)")
+    p.add_argument(
+        "--devices",
+        type=int,
+        help="train data-parallel on this many GPUs (tf.distribute.MirroredStrategy); "
+        "on a machine without GPUs, on that many logical CPU devices (default 1)",
+    )
     p.add_argument("--config", help="YAML file of training settings (flags override it)")
     p.add_argument(
         "--resume",

@@ -70,6 +70,7 @@ class TrainConfig:
     pretrain: str | None = None  # "synth": first train on generated look-alike captchas
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
+    devices: int = 1  # >1: data-parallel over that many GPUs (MirroredStrategy); no GPU: CPUs
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -224,6 +225,11 @@ def validate_train_config(config: TrainConfig) -> None:
     checks = [
         (config.epochs is None or config.epochs >= 1, "epochs must be >= 1"),
         (config.batch_size >= 1, "batch_size must be >= 1"),
+        (config.devices >= 1, "devices must be >= 1"),
+        (
+            config.batch_size >= config.devices,
+            "batch_size must be at least devices (each device takes a share of every batch)",
+        ),
         (config.learning_rate > 0, "learning_rate must be > 0"),
         (0 < config.val_fraction < 1, "val_fraction must be between 0 and 1"),
         (config.optimizer in ("adam", "adamw"), "optimizer must be 'adam' or 'adamw'"),

@@ -55,6 +55,7 @@ from captcha_ocr.config import (
     TrainConfig,
     load_run_config,
     save_run_config,
+    validate_train_config,
 )
 from captcha_ocr.data import (
     Sample,
@@ -598,12 +599,14 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     resume_epochs: int | None = None,
+    resume_devices: int | None = None,
 ) -> TrainResult:
     """Train a reader; returns when the budget, early stopping, the time limit or Ctrl-C ends it.
 
     ``data`` is a folder of labeled images or a ``path,label`` CSV. With ``resume`` (a run
     folder), training continues where it stopped, with the run's own config and split;
-    ``resume_epochs`` raises (or lowers) its epoch budget.
+    ``resume_epochs`` raises (or lowers) its epoch budget, ``resume_devices`` changes the
+    number of devices it trains on.
     Export the result with :func:`captcha_ocr.export.export_run`.
 
     >>> result = train("data/captchas", "runs", TrainConfig(epochs=50))  # doctest: +SKIP
@@ -615,6 +618,9 @@ def train(
         spec, config, data_info = load_run_config(run_dir)
         if resume_epochs is not None:
             config = dataclasses.replace(config, epochs=resume_epochs)
+        if resume_devices is not None:
+            config = dataclasses.replace(config, devices=resume_devices)
+            validate_train_config(config)
         for name in ("train.csv", "val.csv", LAST_MODEL):
             if not (run_dir / name).is_file():
                 raise CaptchaOCRError(f"cannot resume {run_dir}: {name} is missing")
@@ -627,9 +633,10 @@ def train(
             raise CaptchaOCRError(
                 f"{run_dir} already ran its {config.epochs} epochs; nothing to resume"
             )
-        if resume_epochs is not None:  # only once the resume is sure to go ahead
+        if resume_epochs is not None or resume_devices is not None:  # only once sure to go on
             save_run_config(run_dir, spec, config, data_info)
         log.info("resuming %s from epoch %d", run_dir, state.epochs_done + 1)
+        strategy = distribution_strategy(config.devices)
     else:
         if data is None:
             raise CaptchaOCRError("give a data folder or labels file to train on")
@@ -646,6 +653,7 @@ def train(
             log.info("epoch budget: %d (about %d optimizer steps)", config.epochs, AUTO_STEPS)
         data_info = {"source": str(data), "count": len(samples)}
         state, history = RunState(), []
+        strategy = distribution_strategy(config.devices)  # before TensorFlow starts devices
         check_labels_fit(samples, time_steps(build_model(spec)), spec)
         out = Path(out)
         check_writable(out)
@@ -657,7 +665,9 @@ def train(
         point_latest(run_dir)
     initial_weights = None
     if resume is None and config.pretrain == "synth":
-        initial_weights = pretrain_on_synth(train_samples, spec, config, run_dir, progress)
+        initial_weights = pretrain_on_synth(
+            train_samples, spec, config, run_dir, progress, strategy
+        )
     return fit(
         run_dir,
         spec,
@@ -669,6 +679,7 @@ def train(
         progress,
         resume=resume is not None,
         initial_weights=initial_weights,
+        strategy=strategy,
     )
 
 
@@ -683,10 +694,13 @@ def fit(
     progress: bool,
     resume: bool = False,
     initial_weights: list[np.ndarray] | None = None,
+    strategy=None,
 ) -> TrainResult:
-    """The training loop proper, writing checkpoints, state and history into ``run_dir``."""
+    """The training loop proper, writing checkpoints, state and history into ``run_dir``;
+    with a ``tf.distribute`` ``strategy`` (see :func:`distribution_strategy`), data-parallel."""
     keras.utils.set_random_seed(config.seed)
-    model = build_model(spec)
+    with device_scope(strategy):
+        model = build_model(spec)
     steps = time_steps(model)
     if not resume:
         log.info(
@@ -707,12 +721,13 @@ def fit(
         len(prepared.train_samples),
         len(prepared.val_samples),
     )
-    if resume:
-        model = load_keras_model(run_dir / LAST_MODEL, compile=True)
-    else:
-        if initial_weights is not None:
-            model.set_weights(initial_weights)
-        model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
+    with device_scope(strategy):  # variables (weights, optimizer slots) live on every device
+        if resume:
+            model = load_keras_model(run_dir / LAST_MODEL, compile=True)
+        else:
+            if initial_weights is not None:
+                model.set_weights(initial_weights)
+            model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
 
     steps_per_epoch = max(
         1, len(prepared.train_images) // min(config.batch_size, len(prepared.train_images))
@@ -730,7 +745,7 @@ def fit(
             for index in range(steps_per_epoch):
                 x, y = next(batches)
                 callbacks.on_train_batch_begin(index)
-                losses.append(float(model.train_on_batch(x, y)))
+                losses.append(train_step(model, strategy, x, y))
                 callbacks.on_train_batch_end(index, {"loss": losses[-1]})
             callbacks.on_epoch_end(epoch, {"loss": float(np.mean(losses))})
             if model.stop_training:
@@ -763,8 +778,94 @@ def fit(
     return TrainResult(run_dir, spec, config, state, history)
 
 
+def distribution_strategy(devices: int):
+    """``None`` for one device; else a ``tf.distribute.MirroredStrategy`` over the first
+    ``devices`` GPUs or, on a machine without GPUs, over that many logical CPU devices (which
+    shares the same cores: it checks the multi-device path, it does not speed anything up).
+
+    >>> distribution_strategy(1) is None
+    True
+    """
+    if devices == 1:
+        return None
+    import tensorflow as tf  # distribution is TensorFlow's own; the model stays keras-only
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < devices:
+            raise CaptchaOCRError(
+                f"--devices {devices}, but this machine has {len(gpus)} GPU(s); "
+                f"use --devices {len(gpus)} or fewer"
+            )
+        names = [f"/gpu:{k}" for k in range(devices)]
+    else:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+        try:
+            tf.config.set_logical_device_configuration(cpu, wanted)
+        except RuntimeError:  # TensorFlow already started its devices in this process
+            have = tf.config.get_logical_device_configuration(cpu) or [None]
+            if len(have) < devices:
+                raise CaptchaOCRError(
+                    f"--devices {devices}: TensorFlow's devices were already set up with "
+                    f"{len(have)} CPU device(s) in this process; train in a new process"
+                ) from None
+        names = [f"/cpu:{k}" for k in range(devices)]
+        log.warning(
+            "no GPU: splitting the CPU into %d logical devices (this tests multi-device "
+            "training; it is not faster than one device)",
+            devices,
+        )
+    strategy = tf.distribute.MirroredStrategy(names)
+    log.info("data-parallel training on %s", ", ".join(names))
+    return strategy
+
+
+def device_scope(strategy) -> contextlib.AbstractContextManager:
+    """Where variables are made: mirrored under ``strategy``, the default device without."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def train_step(model: keras.Model, strategy, x: np.ndarray, y: np.ndarray) -> float:
+    """One optimizer step on batch ``(x, y)``; returns its loss.
+
+    Under a strategy every device gets its own contiguous share of the batch (a plain
+    ``train_on_batch`` would hand each device the whole batch), and Keras averages the
+    devices' gradients, so the step equals a one-device step on the whole batch (up to
+    BatchNorm, whose statistics are per device).
+    """
+    if strategy is None:
+        return float(model.train_on_batch(x, y))
+    if model.train_function is None:
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)  # its slots mirrored too
+        model.make_train_function()
+    model.reset_metrics()  # report this batch's loss, not a running mean
+    logs = model.train_function(iter([(split_batch(strategy, x), split_batch(strategy, y), None)]))
+    return float(ops.convert_to_numpy(logs["loss"]))
+
+
+def split_batch(strategy, array: np.ndarray):
+    """``array`` as per-device values: device k gets the k-th contiguous share of the rows."""
+    import tensorflow as tf
+
+    shares = np.array_split(array, strategy.num_replicas_in_sync)
+    devices = strategy.extended.worker_devices
+
+    def on_device(context) -> tf.Tensor:  # copied once, straight to the device that uses it
+        with tf.device(devices[context.replica_id_in_sync_group]):
+            return tf.convert_to_tensor(shares[context.replica_id_in_sync_group])
+
+    return strategy.experimental_distribute_values_from_function(on_device)
+
+
 def pretrain_on_synth(
-    samples: list[Sample], spec: ModelSpec, config: TrainConfig, run_dir: Path, progress: bool
+    samples: list[Sample],
+    spec: ModelSpec,
+    config: TrainConfig,
+    run_dir: Path,
+    progress: bool,
+    strategy=None,
 ) -> list[np.ndarray]:
     """Pre-train on generated captchas that imitate ``samples`` (charset, label lengths, size,
     colours); returns the weights of the best pre-training epoch. The pre-training run is
@@ -808,7 +909,10 @@ def pretrain_on_synth(
         synth_train, synth_val = split_samples(synth, 0.05, config.seed)
         folder = run_dir / "pretrain"
         folder.mkdir(parents=True, exist_ok=True)
-        fit(folder, spec, pre_config, synth_train, synth_val, RunState(), [], progress)
+        fit(
+            folder, spec, pre_config, synth_train, synth_val, RunState(), [], progress,
+            strategy=strategy,
+        )  # fmt: skip
     best = load_keras_model(folder / BEST_MODEL)
     log.info("pre-training done; fine-tuning on the real images")
     return best.get_weights()
