@@ -141,3 +141,15 @@ def test_int8_and_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
     )
     text = results.read_text()
     assert "| float |" in text and "| int8 |" in text
+
+
+def test_pretrain_smoke(synth_dir: Path, tmp_path: Path) -> None:
+    import pretrain
+
+    results = tmp_path / "RESULTS.md"
+    args = ["--data", str(synth_dir), "--sizes", "40", "--preset", "tiny", "--epochs", "1"]
+    args += ["--pretrain-images", "40", "--pretrain-epochs", "1", "--results", str(results)]
+    assert pretrain.main(args) == 0
+    text = results.read_text()
+    assert "<!-- pretrain -->" in text and "| 40 | none |" in text and "| 40 | synth |" in text
+    assert "without pre-training" in text and (tmp_path / "pretrain.png").is_file()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captcha_ocr.metrics import char_error_rate, edit_distance, error_rates
+from captcha_ocr.metrics import char_error_rate, edit_distance, error_rates, substitutions
 
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None)
 # A small alphabet makes shared characters (and so non-trivial alignments) likely.
@@ -83,3 +83,25 @@ def test_error_rates_empty_and_mismatched():
     assert error_rates([], []) == (0.0, 0.0)
     with pytest.raises(ValueError, match="differ in length"):
         error_rates(["a"], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text("abc01O", max_size=8), st.text("abc01O", max_size=8))
+def test_substitutions_are_part_of_a_minimal_alignment(label: str, read: str) -> None:
+    pairs = substitutions(label, read)
+    assert all(a != b for a, b in pairs)
+    # substitutions + the length difference never exceed the edit distance
+    assert len(pairs) + abs(len(label) - len(read)) <= edit_distance(label, read)
+    if len(label) == len(read) and edit_distance(label, read) == sum(
+        a != b for a, b in zip(label, read)
+    ):
+        assert len(pairs) == edit_distance(label, read)
+
+
+def test_doctests_of_metrics_and_evaluate() -> None:
+    import doctest
+
+    from captcha_ocr import evaluate, metrics
+
+    for module in (metrics, evaluate):
+        assert doctest.testmod(module).failed == 0

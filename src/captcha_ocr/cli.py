@@ -281,6 +281,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {r.path}\tlabel {r.label}\tread {shown}\tconfidence {r.confidence:.3f}")
         if len(wrong) > args.show:
             print(f"  ... and {len(wrong) - args.show} more (see --report)")
+        confused = report.confusions().most_common(8)
+        if confused:
+            print(
+                "most confused (label -> read): "
+                + ", ".join(f"{a}->{b} {n}x" for (a, b), n in confused)
+            )
     print(
         f"images {report.count}  accuracy {report.accuracy:.2%}  CER {report.cer:.4f}  "
         f"WER {report.wer:.4f}  speed {report.images_per_second:.0f} img/s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ from captcha_ocr.data import Sample
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.infer import Reader
-from captcha_ocr.metrics import char_error_rate, error_rates
+from captcha_ocr.metrics import char_error_rate, error_rates, substitutions
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,22 @@ class Report:
     @property
     def wrong(self) -> list[ImageResult]:
         return [r for r in self.results if r.prediction != r.label]
+
+    def confusions(self) -> collections.Counter[tuple[str, str]]:
+        """How often each character was read as another: ``{(label char, read char): n}``.
+
+        Each wrong read is aligned to its label with a minimal edit alignment; only
+        substitutions count: a missing or extra character is not a confusion of two glyphs.
+
+        >>> Report(2, 0.0, 0.2, 1.0, 1.0, results=[ImageResult("a", "O1", "01", 1.0, 0.5),
+        ...     ImageResult("b", "xO", "x0", 1.0, 0.5)]).confusions().most_common(1)
+        [(('O', '0'), 2)]
+        """
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for r in self.wrong:
+            if r.prediction is not None:
+                counts.update(substitutions(r.label, r.prediction))
+        return counts
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)

@@ -47,3 +47,32 @@ def error_rates(labels: Sequence[str], predictions: Sequence[str]) -> tuple[floa
     total = sum(len(t) for t in labels)
     wrong = sum(t != p for t, p in zip(labels, predictions))
     return edits / max(1, total), wrong / len(labels)
+
+
+def substitutions(label: str, prediction: str) -> list[tuple[str, str]]:
+    """The ``(label char, read char)`` substitutions of a minimal edit alignment (ties go to
+    substitutions, so a misread glyph shows as one, not as a deletion plus an insertion).
+
+    >>> substitutions("ce", "ee"), substitutions("abcd", "abd"), substitutions("nm", "mn")
+    ([('c', 'e')], [], [('n', 'm'), ('m', 'n')])
+    """
+    rows, cols = len(label) + 1, len(prediction) + 1
+    cost = [[i + j if i == 0 or j == 0 else 0 for j in range(cols)] for i in range(rows)]
+    for i in range(1, rows):
+        for j in range(1, cols):
+            cost[i][j] = min(
+                cost[i - 1][j - 1] + (label[i - 1] != prediction[j - 1]),
+                cost[i - 1][j] + 1,
+                cost[i][j - 1] + 1,
+            )
+    pairs, i, j = [], len(label), len(prediction)
+    while i > 0 and j > 0:
+        if cost[i][j] == cost[i - 1][j - 1] + (label[i - 1] != prediction[j - 1]):
+            if label[i - 1] != prediction[j - 1]:
+                pairs.append((label[i - 1], prediction[j - 1]))
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
