@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def export_model(
     model(sample)  # Keras exports only a model that has been called
     with tempfile.TemporaryDirectory() as tmp_dir:
         raw = Path(tmp_dir) / "raw.onnx"
-        model.export(str(raw), format="onnx", verbose=False)
+        with warnings.catch_warnings():
+            # tf2onnx probes the removed np.object; NumPy's FutureWarning is noise to users.
+            warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
+            model.export(str(raw), format="onnx", verbose=False)
         proto = onnx.load(str(raw))
     del proto.metadata_props[:]
     for key, value in onnx_metadata(spec).items():
