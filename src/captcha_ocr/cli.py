@@ -364,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="epoch budget (default: about 60 epochs, 1,800 to 20,000 optimizer steps)",
     )
-    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per optimizer step, all devices together (default 32; reference: 64)",
+    )
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
     p.add_argument(
