@@ -128,3 +128,62 @@ def test_default_budget_scales_with_the_data(images: int, epochs: int) -> None:
     steps = epochs * max(1, images // 32)
     if 15 < epochs < 2000:  # inside the epoch range the step bounds hold
         assert AUTO_STEPS_RANGE[0] <= steps <= AUTO_STEPS_RANGE[1] + images // 32
+
+
+class _ScriptedMonitor:
+    """An EpochMonitor whose validation scores come from a script, not a model."""
+
+    @staticmethod
+    def make(
+        tmp_path: Path, scores: list[tuple[float, float]], steps_per_epoch: int, patience: int
+    ):
+        from captcha_ocr.config import ModelSpec
+        from captcha_ocr.data import Sample
+        from captcha_ocr.model import build_model
+        from captcha_ocr.train import CTCLoss, EpochMonitor, PreparedData, RunState, make_optimizer
+
+        spec = ModelSpec("tiny", "ab", height=16, width=32, channels=1, max_label_length=2)
+        config = _config(epochs=1000, patience=patience)
+        images = np.zeros((1, 16, 32, 1), np.uint8)
+        labels = np.ones((1, 2), np.int32)
+        samples = [Sample("x.png", "ab")]
+        data = PreparedData(spec, samples, samples, images, images, labels, labels)
+        model = build_model(spec)
+        model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
+        script = iter(scores)
+
+        class Monitor(EpochMonitor):
+            def validate(self):
+                loss, cer = next(script)
+                return loss, cer, cer
+
+        monitor = Monitor(data, config, tmp_path, RunState(), [], steps_per_epoch, False)
+        monitor.set_model(model)
+        monitor.on_train_begin()
+        return monitor, model
+
+
+def _epochs_until_stop(monitor, model, count: int) -> int | None:
+    for epoch in range(count):
+        monitor.on_epoch_end(epoch, {"loss": 1.0})
+        if model.stop_training:
+            return epoch + 1
+    return None
+
+
+def test_early_stopping_waits_while_ctc_is_on_the_blank_plateau(tmp_path: Path) -> None:
+    # 30 epochs at CER 1 with a rising validation loss (as on the plateau), then learning.
+    scores = (
+        [(10.0 + k, 1.0) for k in range(30)] + [(5.0, 0.5)] + [(6.0 + k, 0.5) for k in range(9)]
+    )
+    monitor, model = _ScriptedMonitor.make(tmp_path, scores, steps_per_epoch=100, patience=3)
+    assert monitor.patience_epochs() == 4  # 400 steps at least: 4 epochs of 100
+    assert _epochs_until_stop(monitor, model, len(scores)) == 35  # 4 epochs after epoch 31
+    assert "early stop" in monitor.state.stop_reason and monitor.state.improved_epoch == 31
+
+
+def test_patience_is_at_least_400_steps_on_small_sets(tmp_path: Path) -> None:
+    scores = [(1.0, 0.5)] + [(2.0, 0.5)] * 100
+    monitor, model = _ScriptedMonitor.make(tmp_path, scores, steps_per_epoch=5, patience=40)
+    assert monitor.patience_epochs() == 80
+    assert _epochs_until_stop(monitor, model, len(scores)) == 81
