@@ -48,7 +48,7 @@ class TrainConfig:
     height: int | None = None  # model input height; None: the most common height in the data
     width: int | None = None  # model input width; None: the most common width in the data
     channels: int | None = None  # 1 (grey) or 3 (RGB); None: the preset's choice
-    epochs: int | None = None  # None: ~60 epochs, 1,800 to 20,000 steps, 15 to 200 epochs
+    epochs: int | None = None  # None: ~60 epochs, 1,800 to 20,000 steps, 15 to 2,000 epochs
     batch_size: int = 32
     learning_rate: float = 2e-3  # peak learning rate
     optimizer: str = "adamw"  # "adamw" or "adam"
@@ -57,7 +57,8 @@ class TrainConfig:
         "cosine"  # "cosine" (warm-up then cosine decay) or "plateau" (reduce on plateau)
     )
     warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
-    patience: int = 40  # early stopping: epochs without a better validation CER (ties: loss)
+    patience: int = 40  # early stopping: epochs without a better validation CER (ties: loss);
+    # at least 400 optimizer steps, and never while validation CER is still near 1
     prefer_later: bool = True  # at equal validation CER keep the later epoch (not the lower loss)
     plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
     plateau_factor: float = 0.9  # "plateau" schedule: the cut
