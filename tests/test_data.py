@@ -450,6 +450,22 @@ def test_synthesize_with_colours(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("background", "ink"), [((222, 222, 222), (0, 0, 0)), ((20, 20, 40), (240, 200, 90))]
+)
+def test_synthesized_text_shows_in_the_ink_colour(tmp_path, background, ink):
+    # The captcha package masks glyphs by their brightness: black ink once came out invisible.
+    samples = synthesize(
+        tmp_path, 6, charset="abc", size=(200, 50), seed=1, colours=(background, ink)
+    )
+    for sample in samples:
+        pixels = np.asarray(Image.open(sample.path).convert("RGB"), np.float64)
+        inked = (np.abs(pixels - ink).max(axis=-1) <= 40).mean()
+        assert inked > 0.03, f"{sample.path}: only {inked:.1%} of pixels in the ink colour"
+    _, ink_found = estimate_colours(samples)
+    assert np.abs(np.array(ink_found) - ink).max() <= 40
+
+
+@pytest.mark.parametrize(
     ("background", "ink"), [((230, 225, 220), (20, 30, 90)), ((15, 10, 40), (240, 240, 180))]
 )
 def test_estimate_colours(tmp_path, background, ink):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path, write_text_atomic
@@ -465,10 +466,18 @@ def synthesize(
                 image = generator.generate_image(label)
             else:
                 background, ink = (
-                    tuple(int(np.clip(v + rng.randint(-12, 12), 0, 255)) for v in colour)
+                    np.array([np.clip(v + rng.randint(-12, 12), 0, 255) for v in colour])
                     for colour in colours
                 )
-                image = generator.generate_image(label, bg_color=background, fg_color=(*ink, 255))
+                # The package pastes each glyph through a mask made from its brightness, so
+                # dark ink (black text, as in most real sets) comes out invisible. Draw white
+                # on black instead and use that as the ink coverage of each pixel.
+                coverage = generator.generate_image(
+                    label, bg_color=(0, 0, 0), fg_color=(255, 255, 255, 255)
+                )
+                alpha = np.asarray(coverage.convert("L"), np.float32)[..., None] / 255.0
+                pixels = background * (1.0 - alpha) + ink * alpha
+                image = Image.fromarray(pixels.round().astype(np.uint8), "RGB")
             with atomic_path(path) as tmp:
                 image.save(tmp, format="PNG")
             samples.append(Sample(str(path), label))
