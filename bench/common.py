@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -12,6 +13,25 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
+
+
+@contextlib.contextmanager
+def plot_to(path: Path, figsize: tuple[float, float]):
+    """One-axis matplotlib figure (no display needed), saved to ``path`` when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=figsize)
+    try:
+        yield axis
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+    finally:
+        plt.close(fig)
+
+
 REFERENCE_SET = BENCH_DIR.parents[1] / "shared" / "datasets" / "captcha_images_v2"
 
 

@@ -27,6 +27,7 @@ from common import (
     command_line,
     machine,
     mean_std,
+    plot_to,
     require_reference_set,
     table,
     update_section,
@@ -118,23 +119,17 @@ def report_markdown(summary: dict, plot: Path | None) -> str:
 
 
 def plot_folds(summary: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = summary["folds"]
-    fig, axis = plt.subplots(figsize=(6, 3.2))
-    axis.bar([str(r["fold"]) for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue")
-    axis.axhline(99.0, color="tab:red", linestyle="--", label="goal 99 %")
-    axis.set_ylim(min(95.0, min(100 * r["accuracy"] for r in rows) - 1), 100.2)
-    axis.set_xlabel("fold")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title(f"preset {summary['preset']}: accuracy per fold (held-out fifth)")
-    axis.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with plot_to(path, (6, 3.2)) as axis:
+        axis.bar(
+            [str(r["fold"]) for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue"
+        )
+        axis.axhline(99.0, color="tab:red", linestyle="--", label="goal 99 %")
+        axis.set_ylim(min(95.0, min(100 * r["accuracy"] for r in rows) - 1), 100.2)
+        axis.set_xlabel("fold")
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title(f"preset {summary['preset']}: accuracy per fold (held-out fifth)")
+        axis.legend(loc="lower right")
     return path
 
 

@@ -27,6 +27,7 @@ from common import (
     REFERENCE_SET,
     command_line,
     machine,
+    plot_to,
     require_reference_set,
     table,
     update_section,
@@ -122,26 +123,18 @@ def report_markdown(rows: list[dict], args: argparse.Namespace, plot: Path | Non
 
 
 def plot_rows(rows: list[dict], goal: float, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(6, 3.4))
-    for pretrain, label in (("-", "no pre-training"), ("synth", "--pretrain synth")):
-        mine = [r for r in rows if r["pretrain"] == pretrain]
-        axis.plot(
-            [r["images"] for r in mine], [100 * r["accuracy"] for r in mine], "o-", label=label
-        )
-    axis.axhline(100 * goal, color="tab:red", linestyle="--", label=f"{goal:.0%}")
-    axis.set_xscale("log")
-    axis.set_xlabel("real labeled training images")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("reference set, held-out fifth")
-    axis.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with plot_to(path, (6, 3.4)) as axis:
+        for pretrain, label in (("-", "no pre-training"), ("synth", "--pretrain synth")):
+            mine = [r for r in rows if r["pretrain"] == pretrain]
+            axis.plot(
+                [r["images"] for r in mine], [100 * r["accuracy"] for r in mine], "o-", label=label
+            )
+        axis.axhline(100 * goal, color="tab:red", linestyle="--", label=f"{goal:.0%}")
+        axis.set_xscale("log")
+        axis.set_xlabel("real labeled training images")
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title("reference set, held-out fifth")
+        axis.legend(loc="lower right")
     return path
 
 

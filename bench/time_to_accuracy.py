@@ -24,6 +24,7 @@ from common import (
     REFERENCE_SET,
     command_line,
     machine,
+    plot_to,
     require_reference_set,
     table,
     update_section,
@@ -61,26 +62,18 @@ def run_preset(preset: str, data: Path, out: Path, overrides: dict) -> dict:
 
 
 def plot(runs: list[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(7, 3.8))
-    for run in runs:
-        xs, ys = zip(*run["curve"])
-        axis.plot(xs, [max(y, 1e-3) for y in ys], label=run["preset"])
-    axis.axhline(0.007, color="grey", linestyle="--", label="CER 0.007 (tutorial)")
-    axis.set_yscale("log")
-    axis.set_xscale("log")
-    axis.set_xlabel("wall-clock training seconds (2 cores)")
-    axis.set_ylabel("validation CER (0 drawn at 0.001)")
-    axis.set_title("validation CER against training time, same split")
-    axis.legend()
-    axis.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with plot_to(path, (7, 3.8)) as axis:
+        for run in runs:
+            xs, ys = zip(*run["curve"])
+            axis.plot(xs, [max(y, 1e-3) for y in ys], label=run["preset"])
+        axis.axhline(0.007, color="grey", linestyle="--", label="CER 0.007 (tutorial)")
+        axis.set_yscale("log")
+        axis.set_xscale("log")
+        axis.set_xlabel("wall-clock training seconds (2 cores)")
+        axis.set_ylabel("validation CER (0 drawn at 0.001)")
+        axis.set_title("validation CER against training time, same split")
+        axis.legend()
+        axis.grid(alpha=0.3, which="both")
     return path
 
 
