@@ -212,16 +212,25 @@ PLATEAU_CER = 0.95
 PATIENCE_MIN_STEPS = 400
 
 
+def batches_per_epoch(train_images: int, batch_size: int) -> int:
+    """Full batches in one pass over ``train_images`` (a set smaller than a batch is one).
+
+    >>> batches_per_epoch(936, 32), batches_per_epoch(20, 32), batches_per_epoch(0, 32)
+    (29, 1, 1)
+    """
+    return max(1, train_images // max(1, min(batch_size, train_images)))
+
+
 def auto_epochs(train_images: int, batch_size: int) -> int:
     """The default epoch budget for ``train_images`` images (see :data:`AUTO_EPOCHS`).
 
     >>> auto_epochs(936, 32), auto_epochs(180, 32), auto_epochs(1800, 32), auto_epochs(100_000, 32)
     (63, 360, 60, 15)
     """
-    steps_per_epoch = max(1, train_images // max(1, min(batch_size, train_images)))
-    steps = min(max(AUTO_EPOCHS * steps_per_epoch, AUTO_STEPS_RANGE[0]), AUTO_STEPS_RANGE[1])
+    per_epoch = batches_per_epoch(train_images, batch_size)
+    steps = min(max(AUTO_EPOCHS * per_epoch, AUTO_STEPS_RANGE[0]), AUTO_STEPS_RANGE[1])
     low, high = AUTO_EPOCHS_RANGE
-    return int(min(high, max(low, math.ceil(steps / steps_per_epoch))))
+    return int(min(high, max(low, math.ceil(steps / per_epoch))))
 
 
 def check_labels_fit(samples: list[Sample], steps: int, spec: ModelSpec) -> None:
@@ -635,6 +644,7 @@ def train(
             config = dataclasses.replace(config, epochs=resume_epochs)
         if resume_devices is not None:
             config = dataclasses.replace(config, devices=resume_devices)
+        if resume_epochs is not None or resume_devices is not None:
             validate_train_config(config)
         for name in ("train.csv", "val.csv", LAST_MODEL):
             if not (run_dir / name).is_file():
@@ -668,7 +678,7 @@ def train(
             log.info(
                 "epoch budget: %d (%d optimizer steps)",
                 config.epochs,
-                config.epochs * max(1, len(train_samples) // config.batch_size),
+                config.epochs * batches_per_epoch(len(train_samples), config.batch_size),
             )
         data_info = {"source": str(data), "count": len(samples)}
         state, history = RunState(), []
@@ -748,20 +758,18 @@ def fit(
                 model.set_weights(initial_weights)
             model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
 
-    steps_per_epoch = max(
-        1, len(prepared.train_images) // min(config.batch_size, len(prepared.train_images))
-    )
-    monitor = EpochMonitor(prepared, config, run_dir, state, history, steps_per_epoch, progress)
+    steps_in_epoch = batches_per_epoch(len(prepared.train_images), config.batch_size)
+    monitor = EpochMonitor(prepared, config, run_dir, state, history, steps_in_epoch, progress)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)
     callbacks = keras.callbacks.CallbackList([monitor, tensorboard], model=model)
     log.info("training in %s (Ctrl-C stops cleanly and keeps the best model)", run_dir)
-    batches = training_batches(prepared, config, state.epochs_done, steps_per_epoch)
+    batches = training_batches(prepared, config, state.epochs_done, steps_in_epoch)
     callbacks.on_train_begin()
     try:
         for epoch in range(state.epochs_done, config.epochs):
             callbacks.on_epoch_begin(epoch)
             losses = []
-            for index in range(steps_per_epoch):
+            for index in range(steps_in_epoch):
                 x, y = next(batches)
                 callbacks.on_train_batch_begin(index)
                 losses.append(train_step(model, strategy, x, y))
