@@ -489,8 +489,15 @@ class EpochMonitor(keras.callbacks.Callback):
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold back SIGINT (Ctrl-C) inside the block and raise it as KeyboardInterrupt after."""
+    """Hold back SIGINT (Ctrl-C) inside the block and raise it as KeyboardInterrupt after.
+
+    A process that inherited SIGINT as ignored (``nohup``, a background job of a
+    non-interactive shell) keeps ignoring it here too: it is not meant to be stopped by it.
+    """
     if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     received: list[int] = []
