@@ -117,6 +117,7 @@ def test_evaluate_labels_the_model_cannot_output(
 def test_synth_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _fails(["synth", str(tmp_path), "--size", "big"], capsys, "WIDTHxHEIGHT")
     _fails(["synth", str(tmp_path), "--length", "6-4"], capsys, "--length")
+    _fails(["synth", str(tmp_path), "--font", __file__], capsys, "not a TrueType")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:

@@ -418,6 +418,8 @@ def test_synthesize_same_labels_different_pictures(tmp_path):
         ({"charset": "aba"}, "without repeats"),
         ({"charset": "ab_"}, "not safe"),
         ({"charset": "a/b"}, "not safe"),
+        ({"fonts": [__file__]}, "not a TrueType"),
+        ({"fonts": ["no/such/font.ttf"]}, "not a TrueType"),
     ],
 )
 def test_synthesize_bad_arguments(tmp_path, kwargs, message):
@@ -425,6 +427,18 @@ def test_synthesize_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(CaptchaOCRError, match=message):
         synthesize(tmp_path / "out", **arguments)
     assert not list(tmp_path.rglob("*.png"))
+
+
+def test_synthesize_draws_with_the_given_fonts(tmp_path):
+    # DejaVu Sans Mono (shipped with matplotlib) dots its zero; the package's font does not.
+    matplotlib = pytest.importorskip("matplotlib")
+    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSansMono.ttf"
+    draw = {"count": 1, "charset": "0", "lengths": (3, 3), "size": (120, 40), "seed": 3}
+    packaged = synthesize(tmp_path / "packaged", **draw)
+    dotted = synthesize(tmp_path / "dotted", **draw, fonts=[dejavu])
+    again = synthesize(tmp_path / "again", **draw, fonts=[dejavu])
+    assert Path(dotted[0].path).read_bytes() != Path(packaged[0].path).read_bytes()
+    assert Path(dotted[0].path).read_bytes() == Path(again[0].path).read_bytes()
 
 
 def test_synth_safe_chars():

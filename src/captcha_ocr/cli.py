@@ -71,6 +71,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         size=parse_size(args.size),
         seed=args.seed,
         progress=True,
+        fonts=args.font,
     )
     log.info("wrote %d captchas to %s (label = file name)", len(samples), args.out_dir)
     return 0
@@ -347,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", default="5", help="label length, or a range like 4-6 (default 5)")
     p.add_argument("--size", default="200x50", help="WIDTHxHEIGHT in pixels (default 200x50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--font",
+        action="append",
+        default=[],
+        metavar="TTF",
+        help="a font file to draw with; repeat for several (default: the captcha package's)",
+    )
 
     p = add("download", "download and unpack a dataset archive (zip or tar)", cmd_download)
     p.add_argument("url", metavar="URL", help="http(s):// or file:// URL of the archive")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFont
 
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path, write_text_atomic
@@ -425,12 +425,15 @@ def synthesize(
     seed: int = 0,
     progress: bool = False,
     colours: tuple[Colour, Colour] | None = None,
+    fonts: Sequence[str | Path] = (),
 ) -> list[Sample]:
     """Draw ``count`` labeled captchas with the ``captcha`` package into ``out_dir``.
 
     Files are named ``<label>.png``, or ``<label>_<k>.png`` when a label repeats, which the
     default label rule reads back. ``colours`` = (background, text) imitates a data set's
     colours (each image varies them a little); None: the package's random colours.
+    ``fonts``: TrueType files to draw with (each glyph picks one at random); empty: the
+    package's Droid Sans Mono, whose 0 and O differ only in width.
 
     >>> synthesize("data/synth", 100, seed=1)  # doctest: +SKIP
     """
@@ -445,6 +448,13 @@ def synthesize(
         raise CaptchaOCRError(
             f"--charset cannot hold {''.join(bad)!r}: they are not safe in file names"
         )
+    for font in fonts:
+        try:
+            ImageFont.truetype(str(font), 10)
+        except OSError as error:
+            raise CaptchaOCRError(
+                f"--font {font}: not a TrueType/OpenType font file ({error})"
+            ) from None
     width, height = size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -456,7 +466,12 @@ def synthesize(
 
         # Font sizes follow the image height (the package's defaults suit 60 px).
         font_sizes = tuple(max(10, int(height * f)) for f in (0.7, 0.8, 0.9))
-        generator = ImageCaptcha(width=width, height=height, font_sizes=font_sizes)
+        generator = ImageCaptcha(
+            width=width,
+            height=height,
+            fonts=[str(font) for font in fonts] or None,
+            font_sizes=font_sizes,
+        )
         for _ in tqdm(range(count), desc="drawing captchas", unit="img", disable=not progress):
             label = "".join(rng.choice(charset) for _ in range(rng.randint(*lengths)))
             seen[label] += 1
