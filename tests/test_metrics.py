@@ -98,10 +98,10 @@ def test_substitutions_are_part_of_a_minimal_alignment(label: str, read: str) ->
         assert len(pairs) == edit_distance(label, read)
 
 
-def test_doctests_of_metrics_and_evaluate() -> None:
+def test_doctests_of_metrics_evaluate_data_and_model() -> None:
     import doctest
 
-    from captcha_ocr import evaluate, metrics
+    from captcha_ocr import data, evaluate, metrics, model
 
-    for module in (metrics, evaluate):
+    for module in (metrics, evaluate, data, model):
         assert doctest.testmod(module).failed == 0

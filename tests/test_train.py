@@ -51,6 +51,27 @@ def test_labels_too_long_fail_before_training(synth_dir: Path, tmp_path: Path) -
     assert not any(tmp_path.rglob("*.keras"))
 
 
+@pytest.mark.parametrize(
+    ("size", "flags", "expected"),
+    [
+        ((200, 50), {}, (200, 50)),  # the reference set: as it is
+        ((100, 40), {}, (160, 64)),  # under 48 px high: scaled up, aspect ratio kept
+        ((100, 40), {"height": 40}, (100, 40)),  # one side given: the other is the data's
+        ((100, 40), {"height": 32, "width": 90}, (90, 32)),  # both given: exactly those
+    ],
+)
+def test_input_size_from_the_data(tmp_path: Path, size, flags, expected) -> None:
+    from PIL import Image
+
+    from captcha_ocr.data import Sample
+    from captcha_ocr.train import measure_spec
+
+    path = tmp_path / "ab12.png"
+    Image.new("L", size, 200).save(path)
+    spec = measure_spec([Sample(str(path), "ab12")], resolve_train_config("default", {}, flags))
+    assert (spec.width, spec.height) == expected
+
+
 def test_image_size_the_preset_cannot_take(synth_dir: Path, tmp_path: Path) -> None:
     from captcha_ocr.train import train
 

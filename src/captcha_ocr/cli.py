@@ -113,10 +113,15 @@ def _train_overrides(args: argparse.Namespace) -> dict:
 
 
 def _model_input_size(report, args: argparse.Namespace) -> tuple[int, int, int]:
-    """(height, width, channels) the model would use: flags, else the most common size."""
+    """(height, width, channels) the model would use: flags, else what training picks
+    from the most common size (small images scaled up)."""
+    from captcha_ocr.data import default_input_size
+
     if not report.sizes:
         raise CaptchaOCRError(f"none of the images in {report.source} could be read")
     (width, height), _ = report.sizes.most_common(1)[0]
+    if args.height is None and args.width is None:
+        width, height = default_input_size(width, height)
     return args.height or height, args.width or width, args.channels or 1
 
 
@@ -127,6 +132,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(report.summary())
     if report.count:
         height, width, channels = _model_input_size(report, args)
+        print(
+            f"model input: {width}x{height} px, {channels} channel(s) (--width/--height change it)"
+        )
         grid = sample_grid(report, args.grid, height, width, channels, seed=args.seed)
         print(f"sample grid: {grid}")
     return 0
@@ -380,9 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
     p.add_argument(
-        "--height", type=int, help="model input height (default: most common in the data)"
+        "--height",
+        type=int,
+        help="model input height (default: the data's most common; under 48 px: scaled to 64)",
     )
-    p.add_argument("--width", type=int, help="model input width (default: most common in the data)")
+    p.add_argument(
+        "--width", type=int, help="model input width (default: the data's, scaled with the height)"
+    )
     p.add_argument(
         "--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: preset's)"
     )
@@ -504,9 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_size_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--height", type=int, help="model input height (default: most common in the data)"
+        "--height",
+        type=int,
+        help="model input height (default: the data's most common; under 48 px: scaled to 64)",
     )
-    p.add_argument("--width", type=int, help="model input width (default: most common in the data)")
+    p.add_argument(
+        "--width", type=int, help="model input width (default: the data's, scaled with the height)"
+    )
     p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey (default), 3 = RGB")
     p.add_argument("--seed", type=int, default=0, help="which samples to show")
 

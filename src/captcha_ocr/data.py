@@ -261,6 +261,27 @@ def most_common_size(samples: Sequence[Sample], limit: int = 500) -> tuple[int, 
     return sizes.most_common(1)[0][0]
 
 
+# The default network pools the height 16x, so a 40 px image leaves it 2 rows to tell glyphs
+# apart. Measured on 100x40 captchas (2,000 images, 300 test): read at 40 px 94.0 %, scaled
+# to 48 px 95.7 %, to 64 px 97.0 %; scaling only the width (160x40) gave 94.7 %. Sets at least
+# SMALL_HEIGHT high (the 200x50 reference set reads 99 % as it is) keep their size and speed.
+SMALL_HEIGHT = 48
+UPSCALED_HEIGHT = 64
+
+
+def default_input_size(width: int, height: int) -> tuple[int, int]:
+    """The model input ``(width, height)`` for images of this size: the size itself, but
+    images lower than :data:`SMALL_HEIGHT` are scaled up to :data:`UPSCALED_HEIGHT` px,
+    keeping their aspect ratio.
+
+    >>> default_input_size(200, 50), default_input_size(100, 40)
+    ((200, 50), (160, 64))
+    """
+    if height >= SMALL_HEIGHT:
+        return width, height
+    return max(1, round(width * UPSCALED_HEIGHT / height)), UPSCALED_HEIGHT
+
+
 @dataclass(frozen=True)
 class LoadedImages:
     """Pixels of the samples that could be read, in order, and the ones that could not."""

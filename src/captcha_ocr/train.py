@@ -59,6 +59,7 @@ from captcha_ocr.config import (
 )
 from captcha_ocr.data import (
     Sample,
+    default_input_size,
     find_samples,
     load_samples,
     most_common_size,
@@ -180,11 +181,12 @@ def encode_labels(charset: Charset, labels: list[str], length: int) -> np.ndarra
 def measure_spec(samples: list[Sample], config: TrainConfig) -> ModelSpec:
     """Charset, input size and channels from the data and the config."""
     charset = Charset.from_labels(s.label for s in samples)
-    if config.height is None or config.width is None:
-        width, height = most_common_size(samples)
-        width, height = config.width or width, config.height or height
-    else:
-        width, height = config.width, config.height
+    width, height = config.width, config.height
+    if width is None and height is None:
+        width, height = default_input_size(*most_common_size(samples))
+    elif width is None or height is None:  # one given: the other is the data's own
+        data_width, data_height = most_common_size(samples)
+        width, height = width or data_width, height or data_height
     return ModelSpec(
         preset=config.preset,
         charset=charset.chars,
@@ -913,6 +915,8 @@ def pretrain_on_synth(
     if not chars:
         raise CaptchaOCRError("--pretrain synth cannot draw any of this data set's characters")
     colours = estimate_colours(samples[:64])
+    # Drawn at the data's own size, so that both go through the same resize to the input.
+    size = most_common_size(samples)
     pre_config = dataclasses.replace(
         config,
         pretrain=None,
@@ -925,8 +929,7 @@ def pretrain_on_synth(
         config.pretrain_images,
         chars,
         *lengths,
-        spec.width,
-        spec.height,
+        *size,
         pre_config.epochs,
     )
     with tempfile.TemporaryDirectory(prefix="captcha-ocr-synth-") as tmp:
@@ -935,7 +938,7 @@ def pretrain_on_synth(
             config.pretrain_images,
             chars,
             lengths,
-            (spec.width, spec.height),
+            size,
             seed=config.seed,
             progress=progress,
             colours=colours,
