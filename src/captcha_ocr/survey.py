@@ -19,8 +19,10 @@ from captcha_ocr.data import (
     CSV_SUFFIXES,
     DEFAULT_LABEL_PATTERN,
     Sample,
+    default_input_size,
     read_labels_file,
     scan_folder,
+    shown_name,
 )
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
@@ -38,6 +40,7 @@ class DatasetReport:
     samples: list[Sample]
     unlabeled: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    undecodable: list[str] = field(default_factory=list)  # names that are not UTF-8
     sizes: collections.Counter = field(default_factory=collections.Counter)  # (w, h) -> n
     modes: collections.Counter = field(default_factory=collections.Counter)
     characters: collections.Counter = field(default_factory=collections.Counter)
@@ -55,6 +58,11 @@ class DatasetReport:
             lines.append(
                 f"unlabeled (name did not match): {len(self.unlabeled)}, e.g. "
                 + ", ".join(Path(p).name for p in self.unlabeled[:3])
+            )
+        if self.undecodable:
+            lines.append(
+                f"names not UTF-8: {len(self.undecodable)}, e.g. "
+                + ", ".join(shown_name(p) for p in self.undecodable[:3])
             )
         if self.unreadable:
             lines.append(
@@ -85,12 +93,17 @@ def inspect_dataset(
     """
     source = Path(source)
     if source.is_file() and source.suffix.lower() in CSV_SUFFIXES:
-        samples, unlabeled = read_labels_file(source, ignore_case), []
+        samples, unlabeled, undecodable = read_labels_file(source, ignore_case), [], []
     else:
         scan = scan_folder(source, label_pattern, ignore_case)
-        samples, unlabeled = scan.samples, scan.unlabeled
-    report = DatasetReport(str(source), len(samples), samples, unlabeled)
+        samples, unlabeled, undecodable = scan.samples, scan.unlabeled, scan.undecodable
+    report = DatasetReport(str(source), len(samples), samples, unlabeled, undecodable=undecodable)
     if not samples and not unlabeled:
+        if undecodable:
+            raise CaptchaOCRError(
+                f"the file names in {source} are not valid UTF-8 (e.g. "
+                f"{shown_name(undecodable[0])}): rename them, e.g. with convmv"
+            )
         raise CaptchaOCRError(f"no images found in {source}")
     for sample in samples:
         try:
@@ -108,6 +121,11 @@ def inspect_dataset(
 
 def _warnings(report: DatasetReport, label_pattern: str | None) -> list[str]:
     warnings = []
+    if report.undecodable:
+        warnings.append(
+            f"{len(report.undecodable)} image(s) have a file name that is not valid UTF-8 and "
+            "will be skipped; rename them (e.g. with convmv) to use them"
+        )
     if report.count == 0:
         warnings.append(
             f"the label pattern {label_pattern or DEFAULT_LABEL_PATTERN!r} matched none of "
@@ -147,9 +165,11 @@ def _warnings(report: DatasetReport, label_pattern: str | None) -> list[str]:
         warnings.append(f"{len(spaces)} label(s) contain white space, e.g. {spaces[0]!r}")
     if len(report.sizes) > 1:
         (w, h), n = report.sizes.most_common(1)[0]
+        model_w, model_h = default_input_size(w, h)
         warnings.append(
-            f"{len(report.sizes)} different image sizes; all are resized to the most common, {w}x{h} "
-            f"({n} of {report.count}); set --width/--height to choose"
+            f"{len(report.sizes)} different image sizes; all are resized to {model_w}x{model_h}, "
+            f"the model input made from the most common size, {w}x{h} ({n} of {report.count}); "
+            "set --width/--height to choose"
         )
     return warnings
 
@@ -222,6 +242,10 @@ def augment_grid(
     seed: int = 0,
 ) -> Path:
     """Each row: one sample as the model sees it, then ``variants`` augmented copies."""
+    if rows < 1 or variants < 0:
+        raise CaptchaOCRError(
+            f"--rows must be >= 1 (got {rows}) and --variants >= 0 (got {variants})"
+        )
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(samples))[:rows]
     tiles = []
