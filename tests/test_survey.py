@@ -200,6 +200,29 @@ def test_report_errors_on_empty_missing_and_bad_pattern(tmp_path: Path, mixed_di
         inspect_dataset(mixed_dir, label_pattern="(.+)")
 
 
+@pytest.mark.parametrize(
+    ("names", "naming", "labels"),
+    [
+        (["ab12.1", "ab12.2", "cd34.1"], "<label>.<k>", ["ab12", "ab12", "cd34"]),
+        (["00017_ab12", "00018_cd34", "00019_ef56"], "<id>_<label>", ["ab12", "cd34", "ef56"]),
+        (["captcha9f0e_ab12", "captchaa1b2_cd34"], "captcha<hash>_<label>", ["ab12", "cd34"]),
+    ],
+)
+def test_report_names_the_label_pattern_for_common_namings(
+    tmp_path: Path, names: list[str], naming: str, labels: list[str]
+) -> None:
+    folder = _make_folder(tmp_path / "named", {name: (100, 40, "L") for name in names})
+    [hint] = [w for w in inspect_dataset(folder).warnings if naming in w]
+    pattern = re.search(r"--label-pattern '(.+)'$", hint)[1]
+    report = inspect_dataset(folder, label_pattern=pattern)
+    assert sorted(s.label for s in report.samples) == labels
+    assert not [w for w in report.warnings if "file names" in w]
+
+
+def test_report_gives_no_naming_hint_for_plain_labels(mixed_dir: Path) -> None:
+    assert not [w for w in inspect_dataset(mixed_dir).warnings if "look like" in w]
+
+
 # --- captcha-ocr inspect ---------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,18 @@ from captcha_ocr.files import atomic_path
 from captcha_ocr.images import ImageLoadError, load_image
 
 RARE_CHARACTER = 20  # fewer examples than this of a character: the model will confuse it
+
+# File namings that the default label rule reads wrongly, told apart by what they leave in
+# the labels: (what a label then looks like, the naming, the --label-pattern that reads it).
+NAMING_HINTS = (
+    (
+        re.compile(r"^captcha[0-9a-f]+_."),
+        "captcha<hash>_<label>",
+        r"^captcha[0-9a-f]+_(?P<label>.+)$",
+    ),
+    (re.compile(r"^\d+_."), "<id>_<label>", r"^\d+_(?P<label>.+)$"),
+    (re.compile(r"^[^.]+\.\d+$"), "<label>.<k>", r"^(?P<label>[^.]+)\.\d+$"),
+)
 
 
 @dataclass
@@ -160,6 +173,15 @@ def _warnings(report: DatasetReport, label_pattern: str | None) -> list[str]:
         warnings.append(
             f"every label has {length} characters: the model will not learn to read other lengths"
         )
+    if label_pattern is None:
+        for shape, naming, pattern in NAMING_HINTS:
+            matching = [s.label for s in report.samples if shape.match(s.label)]
+            if len(matching) * 2 > report.count:
+                warnings.append(
+                    f"{len(matching)} label(s) look like {naming} file names (e.g. "
+                    f"{matching[0]!r}); if so, read them with --label-pattern '{pattern}'"
+                )
+                break
     spaces = [s.label for s in report.samples if any(c.isspace() for c in s.label)]
     if spaces:
         warnings.append(f"{len(spaces)} label(s) contain white space, e.g. {spaces[0]!r}")
