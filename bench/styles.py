@@ -13,6 +13,7 @@ drawn with another seed.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 import tempfile
@@ -126,11 +127,22 @@ def make_set(style: Style, folder: Path, count: int, seed: int) -> Path:
 
 
 def run_style(
-    style: Style, root: Path, train_count: int, test_count: int, preset: str, epochs: int | None
+    style: Style,
+    root: Path,
+    train_count: int,
+    test_count: int,
+    preset: str,
+    epochs: int | None,
+    seed: int = 0,
 ) -> dict:
-    train_dir = make_set(style, root / style.name / "train", train_count, seed=1)
-    test_dir = make_set(style, root / style.name / "test", test_count, seed=2)
-    overrides = {"preset": preset, "seed": 0, "epochs": epochs, **style.flags}
+    """Draw the style's training and test sets (the same for every ``seed``), train with
+    defaults (``seed`` seeds the split, the weights and the augmentation), read the test set."""
+    train_dir = root / style.name / "train"
+    test_dir = root / style.name / "test"
+    if not train_dir.is_dir():
+        make_set(style, train_dir, train_count, seed=1)
+        make_set(style, test_dir, test_count, seed=2)
+    overrides = {"preset": preset, "seed": seed, "epochs": epochs, **style.flags}
     config = resolve_train_config("default", cli_overrides=overrides)
     started = time.perf_counter()
     result = train(train_dir, root / "runs", config, progress=False)
@@ -139,6 +151,7 @@ def run_style(
     test = find_samples(test_dir, config.label_pattern, config.ignore_case)
     report = evaluate(Reader.load(result.run_dir), test)
     return {
+        "seed": seed,
         "style": style.name,
         "size": f"{style.size[0]}x{style.size[1]}",
         "charset": len(style.charset),
@@ -149,7 +162,23 @@ def run_style(
         "cer": report.cer,
         "epochs": result.state.epochs_done,
         "seconds": seconds,
-        "confused": ", ".join(f"{a}->{b} {n}x" for (a, b), n in report.confusions().most_common(3)),
+        "confusions": report.confusions(),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    """One table row from a style's runs (one per seed): means, and every seed's accuracy."""
+    confused = collections.Counter()
+    for run in runs:
+        confused.update(run["confusions"])
+    mean = {key: float(np.mean([run[key] for run in runs])) for key in ("accuracy", "cer")}
+    return {
+        **runs[0],
+        **mean,
+        "per_seed": " / ".join(f"{run['accuracy']:.2%}" for run in runs),
+        "epochs": round(float(np.mean([run["epochs"] for run in runs]))),
+        "seconds": float(np.mean([run["seconds"] for run in runs])),
+        "confused": ", ".join(f"{a}->{b} {n}x" for (a, b), n in confused.most_common(3)),
     }
 
 
@@ -162,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-count", type=int, default=300)
     parser.add_argument("--preset", default="default")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="training seeds; several give the mean and every seed's accuracy (default 0)",
+    )
+    parser.add_argument(
         "--epochs", type=int, help="override the default epoch budget (smoke tests)"
     )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
@@ -170,22 +206,41 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [s for s in STYLES if not args.styles or s.name in args.styles]
     if not chosen:
         sys.exit(f"no such style; choose from {', '.join(s.name for s in STYLES)}")
+    several = len(args.seeds) > 1
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for style in chosen:
-            row = run_style(
-                style, Path(tmp), args.train_count, args.test_count, args.preset, args.epochs
-            )
-            rows.append(row)
-            print(
-                f"{row['style']}: accuracy {row['accuracy']:.2%}, CER {row['cer']:.4f} "
-                f"({row['epochs']} epochs, {row['seconds']:.0f} s)",
-                flush=True,
-            )
+            runs = []
+            for seed in args.seeds:
+                run = run_style(
+                    style,
+                    Path(tmp),
+                    args.train_count,
+                    args.test_count,
+                    args.preset,
+                    args.epochs,
+                    seed,
+                )
+                runs.append(run)
+                print(
+                    f"{style.name} (seed {seed}): accuracy {run['accuracy']:.2%}, "
+                    f"CER {run['cer']:.4f} ({run['epochs']} epochs, {run['seconds']:.0f} s)",
+                    flush=True,
+                )
+            rows.append(summarize(runs))
+    seeds = ", ".join(map(str, args.seeds))
     text = (
-        f"### Accuracy per captcha style, default settings (preset `{args.preset}`)\n\n"
+        f"### Accuracy per captcha style, default settings (preset `{args.preset}`"
+        + (f", training seeds {seeds}" if several else "")
+        + ")\n\n"
         f"{args.train_count} training images per style (10 % of them for validation), "
-        f"{args.test_count} test images drawn with another seed.\n\n"
+        f"{args.test_count} test images drawn with another seed"
+        + (
+            "; the same images for every training seed, which changes the split, the "
+            "initial weights and the augmentation.\n\n"
+            if several
+            else ".\n\n"
+        )
         + table(
             [
                 "style",
@@ -194,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 "lengths",
                 "effects",
                 "flags",
-                "test accuracy",
+                "test accuracy" + (" (mean)" if several else ""),
+                *(["per seed"] if several else []),
                 "CER",
                 "epochs",
                 "train s",
@@ -209,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     r["effects"],
                     r["flags"],
                     f"{r['accuracy']:.2%}",
+                    *([r["per_seed"]] if several else []),
                     f"{r['cer']:.4f}",
                     r["epochs"],
                     f"{r['seconds']:.0f}",
@@ -220,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n\nCommand: `{command_line()}`  \nMachine: {machine()}\n"
     )
     print(text)
-    update_section(f"styles-{args.preset}", text, args.results)
+    update_section(f"styles-{args.preset}" + ("-seeds" if several else ""), text, args.results)
     return 0
 
 

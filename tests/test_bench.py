@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -95,6 +96,9 @@ def test_styles_smoke(tmp_path: Path) -> None:
                 "tiny",
                 "--epochs",
                 "1",
+                "--seeds",
+                "0",
+                "1",
                 "--results",
                 str(results),
             ]
@@ -102,7 +106,10 @@ def test_styles_smoke(tmp_path: Path) -> None:
         == 0
     )
     text = results.read_text()
+    assert "<!-- styles-tiny-seeds -->" in text and "| per seed |" in text
     assert "| transparent |" in text and "| dark |" in text and "--label-pattern" in text
+    [row] = [line for line in text.splitlines() if line.startswith("| transparent |")]
+    assert len(re.findall(r"\d+\.\d\d% / \d+\.\d\d%", row)) == 1  # seeds 0 and 1
 
 
 def test_style_effects_make_what_they_claim(tmp_path: Path) -> None:
@@ -120,6 +127,10 @@ def test_style_effects_make_what_they_claim(tmp_path: Path) -> None:
     assert all(n[:5].isdigit() and n[5] == "_" for n in names)
     pixels = np.asarray(Image.open(folder / names[0]).convert("L"))
     assert np.median(pixels) < 128  # light text on a dark background
+    lookalikes = next(s for s in STYLES if s.name == "lookalikes")
+    assert (
+        lookalikes.font and len(list(make_set(lookalikes, tmp_path / "l", 3, 0).glob("*.png"))) == 3
+    )
 
 
 def test_int8_and_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
