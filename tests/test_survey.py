@@ -430,9 +430,11 @@ def test_augment_preview_uses_the_size_flags_and_the_preset_channels(
     grey = _tile(grid, 0, 2, 200, 80)
     assert (grey[..., 0] == grey[..., 2]).all()  # default preset: grey input
     # The reference preset reads RGB: the one RGB image keeps its colour in the grid.
+    # Only the default preset scales small images up: tiles of 100x40, shown at 2x.
     flags = ("--rows", "4", "--variants", "0", "--preset", "reference")
     grid = _preview(mixed_dir, tmp_path / "r.png", capsys, *flags)
-    tiles = [_tile(grid, i, 1, 160, 64) for i in range(4)]
+    assert grid.size == (200 + 2 * MARGIN, TITLE_H + 4 * (80 + CAPTION_H + MARGIN))
+    tiles = [_tile(grid, i, 1, 200, 80) for i in range(4)]
     assert any((t[..., 0] != t[..., 2]).any() for t in tiles)
 
 

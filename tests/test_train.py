@@ -56,6 +56,8 @@ def test_labels_too_long_fail_before_training(synth_dir: Path, tmp_path: Path) -
     [
         ((200, 50), {}, (200, 50)),  # the reference set: as it is
         ((100, 40), {}, (160, 64)),  # under 48 px high: scaled up, aspect ratio kept
+        ((100, 40), {"preset": "tiny"}, (100, 40)),  # only the default preset scales up
+        ((100, 40), {"preset": "reference"}, (100, 40)),
         ((100, 40), {"height": 40}, (100, 40)),  # one side given: the other is the data's
         ((100, 40), {"height": 32, "width": 90}, (90, 32)),  # both given: exactly those
     ],

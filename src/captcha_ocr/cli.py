@@ -112,16 +112,18 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _model_input_size(report, args: argparse.Namespace) -> tuple[int, int, int]:
+def _model_input_size(
+    report, args: argparse.Namespace, preset: str = "default"
+) -> tuple[int, int, int]:
     """(height, width, channels) the model would use: flags, else what training picks
-    from the most common size (small images scaled up)."""
+    from the most common size (small images scaled up for the default preset)."""
     from captcha_ocr.data import default_input_size
 
     if not report.sizes:
         raise CaptchaOCRError(f"none of the images in {report.source} could be read")
     (width, height), _ = report.sizes.most_common(1)[0]
     if args.height is None and args.width is None:
-        width, height = default_input_size(width, height)
+        width, height = default_input_size(width, height, preset)
     return args.height or height, args.width or width, args.channels or 1
 
 
@@ -149,7 +151,7 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     report = inspect_dataset(args.data, args.label_pattern, args.ignore_case)
     if not report.count:
         raise CaptchaOCRError(f"no labeled images in {args.data}")
-    height, width, _ = _model_input_size(report, args)
+    height, width, _ = _model_input_size(report, args, config.preset)
     channels = args.channels or config.channels or 1  # the preset's choice (reference: RGB)
     path = augment_grid(
         report.samples,

@@ -183,7 +183,7 @@ def measure_spec(samples: list[Sample], config: TrainConfig) -> ModelSpec:
     charset = Charset.from_labels(s.label for s in samples)
     width, height = config.width, config.height
     if width is None and height is None:
-        width, height = default_input_size(*most_common_size(samples))
+        width, height = default_input_size(*most_common_size(samples), config.preset)
     elif width is None or height is None:  # one given: the other is the data's own
         data_width, data_height = most_common_size(samples)
         width, height = width or data_width, height or data_height
