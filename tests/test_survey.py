@@ -14,6 +14,7 @@ from captcha_ocr.cli import main
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import load_image
 from captcha_ocr.survey import inspect_dataset
+from tests.test_cli_errors import _fails  # one error line, exit status 2, no traceback
 
 # The grid layout of survey._grid: an 8 px margin around tiles, a 28 px title band on top
 # and an 18 px caption under each tile.
@@ -45,18 +46,6 @@ def _make_folder(folder: Path, images: dict[str, tuple[int, int, str]]) -> Path:
 @pytest.fixture
 def mixed_dir(tmp_path: Path) -> Path:
     return _make_folder(tmp_path / "mixed", MIXED)
-
-
-def _fails(argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
-    """Exit status 2 and one ``error:`` line holding every ``expected`` text, no traceback."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def _tile(grid: Image.Image, index: int, columns: int, tile_w: int, tile_h: int) -> np.ndarray:
