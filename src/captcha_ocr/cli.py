@@ -117,14 +117,13 @@ def _model_input_size(
 ) -> tuple[int, int, int]:
     """(height, width, channels) the model would use: flags, else what training picks
     from the most common size (small images scaled up for the default preset)."""
-    from captcha_ocr.data import default_input_size
+    from captcha_ocr.data import model_input_size
 
     if not report.sizes:
         raise CaptchaOCRError(f"none of the images in {report.source} could be read")
-    (width, height), _ = report.sizes.most_common(1)[0]
-    if args.height is None and args.width is None:
-        width, height = default_input_size(width, height, preset)
-    return args.height or height, args.width or width, args.channels or 1
+    data_size, _ = report.sizes.most_common(1)[0]
+    width, height = model_input_size(data_size, args.width, args.height, preset)
+    return height, width, args.channels or 1
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

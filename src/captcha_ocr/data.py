@@ -287,6 +287,21 @@ def default_input_size(width: int, height: int, preset: str = "default") -> tupl
     return max(1, round(width * UPSCALED_HEIGHT / height)), UPSCALED_HEIGHT
 
 
+def model_input_size(
+    data_size: tuple[int, int], width: int | None, height: int | None, preset: str
+) -> tuple[int, int]:
+    """The ``(width, height)`` a model is built for: ``--width``/``--height`` when both are
+    given; with neither, :func:`default_input_size` of the data's most common ``data_size``;
+    with one, the other side is the data's own.
+
+    >>> model_input_size((100, 40), None, None, "default"), model_input_size((100, 40), None, 32, "default")
+    ((160, 64), (100, 32))
+    """
+    if width is None and height is None:
+        return default_input_size(*data_size, preset)
+    return width or data_size[0], height or data_size[1]
+
+
 @dataclass(frozen=True)
 class LoadedImages:
     """Pixels of the samples that could be read, in order, and the ones that could not."""

@@ -59,9 +59,9 @@ from captcha_ocr.config import (
 )
 from captcha_ocr.data import (
     Sample,
-    default_input_size,
     find_samples,
     load_samples,
+    model_input_size,
     most_common_size,
     read_labels_file,
     split_samples,
@@ -182,11 +182,8 @@ def measure_spec(samples: list[Sample], config: TrainConfig) -> ModelSpec:
     """Charset, input size and channels from the data and the config."""
     charset = Charset.from_labels(s.label for s in samples)
     width, height = config.width, config.height
-    if width is None and height is None:
-        width, height = default_input_size(*most_common_size(samples), config.preset)
-    elif width is None or height is None:  # one given: the other is the data's own
-        data_width, data_height = most_common_size(samples)
-        width, height = width or data_width, height or data_height
+    if width is None or height is None:  # else no need to read any image header
+        width, height = model_input_size(most_common_size(samples), width, height, config.preset)
     return ModelSpec(
         preset=config.preset,
         charset=charset.chars,
