@@ -388,14 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
-    p.add_argument(
-        "--height",
-        type=int,
-        help="model input height (default: the data's most common; under 48 px: scaled to 64)",
-    )
-    p.add_argument(
-        "--width", type=int, help="model input width (default: the data's, scaled with the height)"
-    )
+    _add_input_size_options(p)
     p.add_argument(
         "--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: preset's)"
     )
@@ -515,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_size_options(p: argparse.ArgumentParser) -> None:
+def _add_input_size_options(p: argparse.ArgumentParser) -> None:
+    """--height/--width, read by data.model_input_size (train, inspect, augment-preview)."""
     p.add_argument(
         "--height",
         type=int,
@@ -524,6 +518,10 @@ def _add_size_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--width", type=int, help="model input width (default: the data's, scaled with the height)"
     )
+
+
+def _add_size_options(p: argparse.ArgumentParser) -> None:
+    _add_input_size_options(p)
     p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey (default), 3 = RGB")
     p.add_argument("--seed", type=int, default=0, help="which samples to show")
 
