@@ -1,0 +1,167 @@
+"""Accuracy and training time with default settings on real captcha sites.
+
+Each set in ``../shared/datasets`` keeps a fixed held-out fifth (chosen by a hash of the file
+name, so it never changes and no choice here ever looks at it). ``captcha-ocr train`` runs on
+the rest, exactly as a user would run it (defaults, plus the label pattern where the file
+names need one), in its own process; the exported model then reads the held-out fifth.
+
+    python bench/real_sites.py                                # every set, seed 0
+    python bench/real_sites.py --sets rkn_securimage --seeds 0 1 2
+    python bench/real_sites.py --sets amazon --flags --pretrain synth --section real-sites-synth
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BENCH_DIR, command_line, git_revision, machine, table, update_section
+
+DATASETS = BENCH_DIR.parents[1] / "shared" / "datasets"
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    label_pattern: str | None = None  # the flag a user gives for this set's file names
+    labels_file: str | None = None  # a path,label CSV inside the folder instead of names
+
+
+SITES = [
+    Site("captcha_images_v2"),
+    Site("amazon"),
+    Site("henan_digits", labels_file="labels.csv"),
+    Site("lanzhou_digits"),
+    Site("rkn_securimage", label_pattern=r"^(?P<label>[^-]+)-num\d+$"),
+]
+
+
+def held_out(name: str) -> bool:
+    """The fixed test fifth: decided by the file name alone."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 5 == 0
+
+
+def site_samples(site: Site) -> list[tuple[str, str]]:
+    """``(absolute path, label)`` of every image of a site, labelled as ``train`` would."""
+    from captcha_ocr.data import find_samples
+
+    folder = DATASETS / site.name
+    source = folder / site.labels_file if site.labels_file else folder
+    samples = find_samples(source, site.label_pattern)
+    return [(str(Path(s.path).resolve()), s.label) for s in samples]
+
+
+def write_csv(rows: list[tuple[str, str]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+
+
+def run_one(site: Site, seed: int, flags: list[str], max_train: int, work: Path) -> dict:
+    """Train on the site's development part, read its held-out part; one row of results."""
+    from captcha_ocr.data import read_labels_file
+    from captcha_ocr.evaluate import evaluate
+    from captcha_ocr.infer import Reader
+
+    samples = site_samples(site)
+    dev = [s for s in samples if not held_out(Path(s[0]).name)][:max_train]
+    test = [s for s in samples if held_out(Path(s[0]).name)]
+    folder = work / f"{site.name}-{seed}"
+    folder.mkdir(parents=True)
+    write_csv(dev, folder / "dev.csv")
+    write_csv(test, folder / "test.csv")
+    command = [
+        sys.executable, "-m", "captcha_ocr", "train", str(folder / "dev.csv"),
+        "--out", str(folder / "runs"), "--seed", str(seed), "--quiet", *flags,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    row = {"set": site.name, "seed": seed, "train": len(dev), "test": len(test)}
+    row.update(status=done.returncode, seconds=seconds)
+    run = folder / "runs" / "latest"
+    state_file = run / "state.json"
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        row.update(epochs=state["epochs_done"], best_epoch=state["best_epoch"])
+        row["stop"] = state.get("stop_reason", "")
+    onnx = run / "model.onnx"
+    if not onnx.is_file():
+        row.update(accuracy=float("nan"), cer=float("nan"), error=done.stderr.strip()[-300:])
+        return row
+    report = evaluate(Reader.load(onnx, threads=2), read_labels_file(folder / "test.csv"))
+    row.update(accuracy=report.accuracy, cer=report.cer)
+    confused = report.confusions().most_common(3)
+    row["confused"] = ", ".join(f"{a}->{b} {n}x" for (a, b), n in confused) or "-"
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=[s.name for s in SITES])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--max-train", type=int, default=3000, help="cap on training images")
+    parser.add_argument("--section", default="real-sites", help="RESULTS.md section name")
+    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="more train flags")
+    args = parser.parse_args(argv)
+    sites = {s.name: s for s in SITES}
+    unknown = [name for name in args.sets if name not in sites]
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}; choose from {sorted(sites)}")
+    missing = [n for n in args.sets if not (DATASETS / n).is_dir()]
+    if missing:
+        sys.exit(f"missing data set(s) under {DATASETS}: {missing} (see its README.md)")
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="captcha-bench-") as tmp:
+        for name in args.sets:
+            for seed in args.seeds:
+                row = run_one(sites[name], seed, args.flags, args.max_train, Path(tmp))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    table_rows = []
+    for name in args.sets:
+        mine = [r for r in rows if r["set"] == name]
+        accuracies = [r["accuracy"] for r in mine]
+        table_rows.append([
+            name, mine[0]["train"], mine[0]["test"],
+            f"{statistics.fmean(accuracies):.2%}", f"{min(accuracies):.2%}",
+            " / ".join(f"{a:.1%}" for a in accuracies),
+            " / ".join(f"{r['seconds']:.0f}" for r in mine),
+            " / ".join(f"{r.get('epochs', '-')}({r.get('best_epoch', '-')})" for r in mine),
+            " / ".join(str(r["status"]) for r in mine),
+            mine[-1].get("confused", "-"),
+        ])  # fmt: skip
+    headers = [
+        "set", "train", "test", "mean acc", "worst", "per seed", "train s",
+        "epochs (best)", "exit", "most confused (last seed)",
+    ]  # fmt: skip
+    markdown = (
+        f"`{command_line()}` at {git_revision()}\n\n"
+        f"Machine: {machine()}\n\n"
+        f"Seeds {args.seeds}; train flags: {' '.join(args.flags) or '(defaults)'}\n\n"
+        + table(headers, table_rows)
+    )
+    print(markdown)
+    if not args.no_record:
+        update_section(args.section, f"## Real sites ({args.section})\n\n{markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
