@@ -38,7 +38,7 @@ class AugmentConfig:
     rotation: float = 3.0  # max rotation in degrees (captcha text is nearly level)
     shear: float = 0.15  # max horizontal shear (dx/dy); italic-like slant
     translate: float = 0.03  # max shift as a fraction of width and height
-    erode_dilate: float = 0.3  # probability of a 2x2 min (thicker ink) or max (thinner) filter
+    erode_dilate: float = 0.3  # chance of a 3x3 min (thicker ink) or max filter, half strength
     noise: float = 0.02  # std of Gaussian pixel noise, as a fraction of 255
 
 
