@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="default",
-        help="the preset to size the model input for (default: default)",
+        help=f"the preset to size the model input for: {', '.join(PRESETS)} (default: default)",
     )
     _add_size_options(p)
     _add_label_options(p)
@@ -442,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DATA", help="folder of labeled images, or a path,label CSV")
     p.add_argument("--out", default="augment.png", help="PNG to write (default augment.png)")
-    p.add_argument("--preset", help="preset whose augmentation recipe to show (default: default)")
+    p.add_argument(
+        "--preset",
+        help=f"preset whose augmentation recipe to show: {', '.join(PRESETS)} (default: default)",
+    )
     p.add_argument("--config", help="YAML training settings (its augment: section is used)")
     p.add_argument("--rows", type=int, default=6, help="samples to show")
     p.add_argument("--variants", type=int, default=4, help="augmented copies per sample")
@@ -527,7 +530,9 @@ def _add_input_size_options(p: argparse.ArgumentParser) -> None:
 
 def _add_size_options(p: argparse.ArgumentParser) -> None:
     _add_input_size_options(p)
-    p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey (default), 3 = RGB")
+    p.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: the preset's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="which samples to show")
 
 
