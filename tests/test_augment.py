@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
 
+from captcha_ocr import augment
 from captcha_ocr.augment import augment_batch, augment_image, background_colour
 from captcha_ocr.config import AugmentConfig
+from captcha_ocr.images import border_colour
 
 ZERO = AugmentConfig(0, 0, 0, 0, 0, 0, 0, 0)
 ALWAYS = AugmentConfig(probability=1.0)  # every default strength, on every image
@@ -153,3 +156,39 @@ def test_probability_controls_the_share_augmented():
     rng = np.random.default_rng(0)
     changed = sum(not np.array_equal(augment_image(image, config, rng), image) for _ in range(200))
     assert 70 <= changed <= 130
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_erode_dilate_is_the_filter_its_descriptions_name(channels):
+    from PIL import Image, ImageFilter
+
+    image = captcha_like(channels)
+    plain = image[..., 0] if channels == 1 else image
+    config = dataclasses.replace(ZERO, probability=1.0, erode_dilate=1.0)
+    outs = {
+        augment_image(image, config, np.random.default_rng(seed)).tobytes() for seed in range(8)
+    }
+    for kind in (ImageFilter.MinFilter, ImageFilter.MaxFilter):
+        filtered = np.asarray(Image.fromarray(plain).filter(kind(3)), np.float32)
+        blended = np.clip((filtered + plain) / 2.0 + 0.5, 0, 255).astype(np.uint8)
+        assert blended.reshape(image.shape).tobytes() in outs  # 3x3, averaged with the original
+    # ... and the words say so: once they spoke of a 2x2 filter.
+    texts = {
+        "augment module": augment.__doc__,
+        "augment._morph": augment._morph.__doc__,
+        "AugmentConfig.erode_dilate": next(
+            line for line in inspect.getsource(AugmentConfig).splitlines() if "erode_dilate" in line
+        ),
+    }
+    for where, text in texts.items():
+        assert "3x3" in text and "2x2" not in text, where
+
+
+def test_background_colour_is_the_shared_border_estimate():
+    image = np.full((10, 20, 3), (250, 240, 230), np.uint8)
+    image[0, :10] = (0, 0, 1)  # half the top row: the median falls between two levels
+    image[-1, :10] = (0, 0, 1)
+    assert border_colour(image).tolist() == [250.0, 240.0, 230.0]
+    image[:, 0] = (0, 0, 1)
+    assert border_colour(image).tolist() == [125.0, 120.0, 115.5]
+    assert background_colour(image) == (125, 120, 115)  # whole levels, for Pillow's fill

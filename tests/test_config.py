@@ -9,7 +9,6 @@ import yaml
 
 from captcha_ocr.config import (
     CONFIG_FILE,
-    PRESET_RECIPES,
     AugmentConfig,
     ModelSpec,
     TrainConfig,
@@ -21,6 +20,7 @@ from captcha_ocr.config import (
     validate_train_config,
 )
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.presets import PRESETS
 
 SPEC = ModelSpec(
     preset="tiny",
@@ -82,7 +82,7 @@ def test_cli_nested_override():
 def test_preset_chosen_in_file_or_cli():
     assert (
         resolve_train_config(file_overrides={"preset": "tiny"}).epochs
-        == PRESET_RECIPES["tiny"]["epochs"]
+        == PRESETS["tiny"].recipe["epochs"]
     )
     config = resolve_train_config(
         "default", file_overrides={"preset": "tiny"}, cli_overrides={"preset": "reference"}
@@ -186,7 +186,7 @@ def test_validate_rejects_bad_values(overrides, message):
 
 
 def test_validate_accepts_the_presets():
-    for preset in PRESET_RECIPES:
+    for preset in PRESETS:
         validate_train_config(resolve_train_config(preset))
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from captcha_ocr.data import (
     Sample,
+    collect_samples,
     compile_label_pattern,
     estimate_colours,
     find_samples,
@@ -27,6 +28,7 @@ from captcha_ocr.data import (
     write_samples_csv,
 )
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.sizes import ImageSize
 
 
 def write_png(path: Path, size=(20, 10), value=128) -> Path:
@@ -161,6 +163,22 @@ def test_find_samples_file_that_is_not_a_labels_file(tmp_path):
     path = write_png(tmp_path / "one.png")
     with pytest.raises(CaptchaOCRError, match="not a folder"):
         find_samples(path)
+
+
+def test_collect_samples_keeps_what_it_could_not_label(tmp_path):
+    write_png(tmp_path / "1_ab.png")
+    write_png(tmp_path / "stray.png")
+    scan = collect_samples(tmp_path, r"^\d+_(?P<label>\w+)$")
+    assert [s.label for s in scan.samples] == ["ab"]
+    assert scan.unlabeled == [str(tmp_path / "stray.png")]
+    nothing = collect_samples(tmp_path, r"^x(?P<label>\d+)$")  # not an error here...
+    assert nothing.samples == [] and len(nothing.unlabeled) == 2
+    with pytest.raises(CaptchaOCRError, match="matched the label pattern"):
+        find_samples(tmp_path, r"^x(?P<label>\d+)$")  # ... but nothing to train on is
+    (tmp_path / "labels.csv").write_text("1_ab.png,zz\n")
+    assert collect_samples(tmp_path / "labels.csv").samples == [
+        Sample(str(tmp_path / "1_ab.png"), "zz")
+    ]
 
 
 def test_find_samples_from_folder(tmp_path):
@@ -324,6 +342,7 @@ def test_most_common_size(tmp_path):
     (tmp_path / "bad.png").write_text("x")
     samples.append(Sample(str(tmp_path / "bad.png"), "x"))
     assert most_common_size(samples) == (30, 10)
+    assert most_common_size(samples) == ImageSize(width=30, height=10)
     with pytest.raises(CaptchaOCRError, match="none of the images"):
         most_common_size(samples[-1:])
 

@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from captcha_ocr.errors import CaptchaOCRError
-from captcha_ocr.images import ImageLoadError, image_size, is_image_path, load_image, open_image
+from captcha_ocr.images import (
+    ImageLoadError,
+    image_size,
+    is_image_path,
+    load_image,
+    open_image,
+    read_header,
+)
+from captcha_ocr.sizes import ImageSize
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -340,3 +348,44 @@ def test_image_size_and_suffixes(tmp_path):
     assert image_size(broken) is None
     assert is_image_path(path)
     assert not is_image_path(tmp_path / "labels.csv")
+
+
+# --- read_header: what inspect learns from a file without decoding it ------------------------
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 40\n%%EndComments\nshowpage\n%%EOF\n"
+
+
+def test_read_header_gives_size_and_mode_without_decoding(tmp_path, monkeypatch):
+    path = save(tmp_path, "a.png", Image.new("LA", (12, 7)))
+    decoded = []
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", lambda self: decoded.append(self))
+    header = read_header(path, verify=True)
+    assert header == ((12, 7), "LA") and isinstance(header.size, ImageSize)
+    assert header.size.width == 12 and decoded == []
+    assert image_size(path) == ImageSize(width=12, height=7)
+
+
+def test_read_header_refuses_what_load_image_refuses(tmp_path):
+    eps = tmp_path / "eps.png"
+    eps.write_bytes(EPS)  # PostScript: Pillow would hand it to Ghostscript
+    with pytest.raises(ImageLoadError, match="not an image file"):
+        read_header(eps)
+    with pytest.raises(ImageLoadError, match="not an image file"):
+        load_image(eps, 8, 8, 1)
+    assert image_size(eps) is None
+    big = tmp_path / "big.png"
+    big.write_bytes(valid_png((100, 100)))
+    with pytest.raises(ImageLoadError, match="over the limit"):
+        read_header(big, max_pixels=1000)
+    assert image_size(big) == (100, 100)  # a size is a size; loading it is another matter
+    with pytest.raises(ImageLoadError, match="no such file"):
+        read_header(tmp_path / "missing.png")
+
+
+def test_read_header_verify_finds_a_damaged_file(tmp_path):
+    data = valid_png((40, 20))
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[:-20])  # the header is whole, the data is not
+    assert read_header(path) == ((40, 20), "RGB")
+    with pytest.raises(ImageLoadError, match=r"cut\.png"):
+        read_header(path, verify=True)

@@ -472,3 +472,71 @@ def test_inspect_reports_file_names_that_are_not_utf8(
     main(["inspect", str(folder), "--grid", str(tmp_path / "g.png")])
     captured = capsys.readouterr()
     assert "UTF-8" in captured.out + captured.err
+
+
+# A PostScript program (EPS) that Pillow would hand to Ghostscript to draw.
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 40\n%%EndComments\n"
+    b"newpath 0 0 moveto 100 40 lineto stroke\nshowpage\n%%EOF\n"
+)
+
+
+def test_inspect_opens_only_the_formats_training_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import EpsImagePlugin
+
+    folder = _make_folder(tmp_path / "d", {"ab12": (100, 40, "L"), "cd34": (100, 40, "L")})
+    (folder / "ef56.png").write_bytes(EPS)
+    parsed = []
+    parse = EpsImagePlugin.EpsImageFile._open
+    monkeypatch.setattr(
+        EpsImagePlugin.EpsImageFile, "_open", lambda self: (parsed.append(self), parse(self))[1]
+    )
+    report = inspect_dataset(folder)
+    assert parsed == []  # the PostScript parser never saw the file
+    assert [Path(p).name for p, _ in report.unreadable] == ["ef56.png"]
+    assert dict(report.sizes) == {(100, 40): 2} and dict(report.modes) == {"L": 2}
+    assert "warning: 1 image(s) cannot be read and will be skipped" in report.summary()
+
+
+@pytest.mark.parametrize(
+    ("flags", "model"),
+    [
+        ([], "160x64"),
+        (["--height", "40", "--width", "100"], "100x40"),
+        (["--height", "48"], "100x48"),
+        (["--width", "200"], "200x40"),
+        (["--preset", "reference"], "100x40"),  # only the default preset scales small images up
+    ],
+)
+def test_size_warning_names_the_model_input_the_flags_and_preset_make(
+    mixed_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str], model: str
+) -> None:
+    assert main(["inspect", str(mixed_dir), "--grid", str(tmp_path / "g.png"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^model input: (\d+x\d+) px", out, re.M)[1] == model
+    [warning] = [w for w in _warning_lines(out) if "different image sizes" in w]
+    assert re.search(r"resized to (\d+x\d+)", warning)[1] == model, warning
+    assert ("most common size, 100x40 (3 of 4)" in warning) == (flags[:1] in ([], ["--preset"]))
+
+
+def test_inspect_dataset_sizes_the_input_as_training_does(mixed_dir: Path) -> None:
+    assert inspect_dataset(mixed_dir).input_size == (160, 64)
+    assert inspect_dataset(mixed_dir, preset="tiny").input_size == (100, 40)
+    assert inspect_dataset(mixed_dir, height=32).input_size == (100, 32)
+    assert inspect_dataset(mixed_dir, width=120, height=48).input_size == (120, 48)
+
+
+def test_inspect_and_training_refuse_the_same_sources(tmp_path: Path) -> None:
+    from captcha_ocr.data import find_samples
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "rows.csv").write_text("path,label\n")
+    (tmp_path / "notes.csv").mkdir()  # a folder named like a labels file
+    for source in ("empty", "missing", "rows.csv", "notes.csv"):
+        with pytest.raises(CaptchaOCRError) as found:
+            find_samples(tmp_path / source)
+        with pytest.raises(CaptchaOCRError) as inspected:
+            inspect_dataset(tmp_path / source)
+        assert str(inspected.value) == str(found.value), source

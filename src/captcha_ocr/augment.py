@@ -2,7 +2,8 @@
 
 Geometry (rotation, shear, shift) is one affine warp filled with the image's own background
 colour, so no black corners appear that the model could learn from. Ink thickness changes use
-a real 2x2 min/max filter. All randomness comes from the generator passed in.
+a 3x3 min/max filter blended half and half with the original. All randomness comes from the
+generator passed in.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from captcha_ocr.config import AugmentConfig
+from captcha_ocr.images import border_colour
 
 
 def background_colour(image: np.ndarray) -> tuple[int, ...]:
-    """Median colour of the border pixels: the background of a captcha. ``image``: (H, W, C)."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2W + 2H, C)
-    return tuple(int(v) for v in np.median(border, axis=0))
+    """:func:`~captcha_ocr.images.border_colour` of ``image`` (H, W, C) as whole levels, the
+    fill colour Pillow takes."""
+    return tuple(int(v) for v in border_colour(image))
 
 
 def _affine(
@@ -55,11 +57,13 @@ def _affine(
 
 
 def _morph(image: np.ndarray, erode: bool) -> np.ndarray:
-    """2x2 min filter (dark ink grows: "erode" of the white background) or max (ink thins)."""
+    """3x3 min filter (dark ink grows: "erode" of the white background) or max (ink thins),
+    averaged with the original."""
     channels = image.shape[2]
     pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-    # A 2x2 kernel shifts by half a pixel; PIL's Min/MaxFilter need odd sizes, so use 3x3
-    # on half the images' strength via blending with the original.
+    # A 3x3 filter moves every stroke edge by a whole pixel; averaging with the original
+    # halves that. (PIL's Min/MaxFilter take odd sizes only, and an even 2x2 kernel would
+    # also shift the image by half a pixel.)
     filtered = pil.filter(ImageFilter.MinFilter(3) if erode else ImageFilter.MaxFilter(3))
     out = (np.asarray(filtered, dtype=np.float32) + np.asarray(pil, dtype=np.float32)) / 2.0
     out = np.clip(out + 0.5, 0, 255).astype(np.uint8)

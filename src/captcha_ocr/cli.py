@@ -14,6 +14,8 @@ from pathlib import Path
 
 from captcha_ocr import __version__
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.presets import PRESETS, get_preset
+from captcha_ocr.sizes import ImageSize
 
 log = logging.getLogger("captcha_ocr")
 
@@ -112,31 +114,27 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _model_input_size(
-    report, args: argparse.Namespace, preset: str = "default"
-) -> tuple[int, int, int]:
-    """(height, width, channels) the model would use: flags, else what training picks
-    from the most common size (small images scaled up for the default preset)."""
-    from captcha_ocr.data import model_input_size
-
-    if not report.sizes:
+def _input_size(report) -> ImageSize:
+    """The size the model would be built for (``report.input_size``); an error when no
+    image could be read to measure it."""
+    if report.input_size is None:
         raise CaptchaOCRError(f"none of the images in {report.source} could be read")
-    data_size, _ = report.sizes.most_common(1)[0]
-    width, height = model_input_size(data_size, args.width, args.height, preset)
-    return height, width, args.channels or 1
+    return report.input_size
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from captcha_ocr.survey import inspect_dataset, sample_grid
 
-    report = inspect_dataset(args.data, args.label_pattern, args.ignore_case)
+    preset = get_preset(args.preset)  # a wrong name fails before the images are read
+    report = inspect_dataset(
+        args.data, args.label_pattern, args.ignore_case, args.width, args.height, args.preset
+    )
     print(report.summary())
     if report.count:
-        height, width, channels = _model_input_size(report, args)
-        print(
-            f"model input: {width}x{height} px, {channels} channel(s) (--width/--height change it)"
-        )
-        grid = sample_grid(report, args.grid, height, width, channels, seed=args.seed)
+        size = _input_size(report)
+        channels = args.channels or preset.channels
+        print(f"model input: {size} px, {channels} channel(s) (--width/--height change it)")
+        grid = sample_grid(report, args.grid, size, channels, seed=args.seed)
         print(f"sample grid: {grid}")
     return 0
 
@@ -147,17 +145,17 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
 
     file_overrides = load_yaml(args.config) if args.config else {}
     config = resolve_train_config("default", file_overrides, {"preset": args.preset})
-    report = inspect_dataset(args.data, args.label_pattern, args.ignore_case)
+    report = inspect_dataset(
+        args.data, args.label_pattern, args.ignore_case, args.width, args.height, config.preset
+    )
     if not report.count:
         raise CaptchaOCRError(f"no labeled images in {args.data}")
-    height, width, _ = _model_input_size(report, args, config.preset)
     channels = args.channels or config.channels or 1  # the preset's choice (reference: RGB)
     path = augment_grid(
         report.samples,
         args.out,
         config.augment,
-        height,
-        width,
+        _input_size(report),
         channels,
         rows=args.rows,
         variants=args.variants,
@@ -429,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DATA", help="folder of labeled images, or a path,label CSV")
     p.add_argument("--grid", default="inspect.png", help="PNG of samples as the model sees them")
+    p.add_argument(
+        "--preset",
+        default="default",
+        help=f"the preset to size the model input for: {', '.join(PRESETS)} (default: default)",
+    )
     _add_size_options(p)
     _add_label_options(p)
 
@@ -439,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DATA", help="folder of labeled images, or a path,label CSV")
     p.add_argument("--out", default="augment.png", help="PNG to write (default augment.png)")
-    p.add_argument("--preset", help="preset whose augmentation recipe to show (default: default)")
+    p.add_argument(
+        "--preset",
+        help=f"preset whose augmentation recipe to show: {', '.join(PRESETS)} (default: default)",
+    )
     p.add_argument("--config", help="YAML training settings (its augment: section is used)")
     p.add_argument("--rows", type=int, default=6, help="samples to show")
     p.add_argument("--variants", type=int, default=4, help="augmented copies per sample")
@@ -510,10 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_input_size_options(p: argparse.ArgumentParser) -> None:
     """--height/--width, read by data.model_input_size (train, inspect, augment-preview)."""
+    small = PRESETS["default"].scale_up
     p.add_argument(
         "--height",
         type=int,
-        help="model input height (default: the data's most common; under 48 px: scaled to 64)",
+        help="model input height (default: the data's most common; "
+        f"default preset: under {small.below} px scaled to {small.to})",
     )
     p.add_argument(
         "--width", type=int, help="model input width (default: the data's, scaled with the height)"
@@ -522,7 +530,9 @@ def _add_input_size_options(p: argparse.ArgumentParser) -> None:
 
 def _add_size_options(p: argparse.ArgumentParser) -> None:
     _add_input_size_options(p)
-    p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey (default), 3 = RGB")
+    p.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: the preset's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="which samples to show")
 
 

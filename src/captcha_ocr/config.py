@@ -22,6 +22,8 @@ import yaml
 from captcha_ocr import __version__
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
+from captcha_ocr.presets import PRESETS, get_preset
+from captcha_ocr.sizes import ImageSize
 
 CONFIG_FILE = "configs.yaml"
 
@@ -36,7 +38,7 @@ class AugmentConfig:
     rotation: float = 3.0  # max rotation in degrees (captcha text is nearly level)
     shear: float = 0.15  # max horizontal shear (dx/dy); italic-like slant
     translate: float = 0.03  # max shift as a fraction of width and height
-    erode_dilate: float = 0.3  # probability of a 2x2 min (thicker ink) or max (thinner) filter
+    erode_dilate: float = 0.3  # chance of a 3x3 min (thicker ink) or max filter, half strength
     noise: float = 0.02  # std of Gaussian pixel noise, as a fraction of 255
 
 
@@ -44,7 +46,7 @@ class AugmentConfig:
 class TrainConfig:
     """Everything a user can set for training. Defaults are the recommended recipe."""
 
-    preset: str = "default"  # network: "default" (fast CRNN), "reference" (tutorial), "tiny"
+    preset: str = "default"  # network and recipe: a name in presets.PRESETS
     height: int | None = None  # model input height; None: the most common height in the data
     width: int | None = None  # model input width; None: the most common width in the data
     channels: int | None = None  # 1 (grey) or 3 (RGB); None: the preset's choice
@@ -75,26 +77,6 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-# What each preset changes from the defaults above. "reference" restates the tutorial's recipe
-# (Adam 1e-3, batch 64, reduce-on-plateau 0.9/20, early stopping 40, 1000 epochs, RGB input).
-PRESET_RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "reference": {
-        "channels": 3,
-        "epochs": 1000,
-        "batch_size": 64,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-        "weight_decay": 0.0,
-        "schedule": "plateau",
-        "patience": 40,
-        "prefer_later": False,
-        "augment": {"contrast": 0.0, "shear": 0.0, "translate": 0.0, "noise": 0.0},
-    },
-    "tiny": {"epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "warmup_epochs": 1.0},
-}
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """What it takes to rebuild a network and read its output; saved with every model.
@@ -114,6 +96,10 @@ class ModelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.charset) + 1
+
+    @property
+    def input_size(self) -> ImageSize:
+        return ImageSize(self.width, self.height)
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
@@ -210,11 +196,7 @@ def resolve_train_config(
     file_overrides = dict(file_overrides or {})
     cli_overrides = {k: v for k, v in (cli_overrides or {}).items() if v is not None}
     preset = cli_overrides.get("preset", file_overrides.get("preset", preset))
-    if preset not in PRESET_RECIPES:
-        raise CaptchaOCRError(
-            f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESET_RECIPES))}"
-        )
-    config = merge(TrainConfig(), {**PRESET_RECIPES[preset], "preset": preset})
+    config = merge(TrainConfig(), {**get_preset(preset).recipe, "preset": preset})
     config = merge(config, file_overrides)
     config = merge(config, cli_overrides)
     validate_train_config(config)
@@ -300,7 +282,7 @@ def load_run_config(run_dir: str | Path) -> tuple[ModelSpec, TrainConfig, dict[s
 def validate_model_spec(spec: ModelSpec) -> None:
     """Reject a model spec that no model of ours has (a hand-edited run folder)."""
     checks = [
-        (spec.preset in PRESET_RECIPES, f"unknown preset {spec.preset!r}"),
+        (spec.preset in PRESETS, f"unknown preset {spec.preset!r}"),
         (bool(spec.charset), "the charset is empty"),
         (len(set(spec.charset)) == len(spec.charset), "the charset repeats a character"),
         (spec.channels in (1, 3), "channels must be 1 or 3"),

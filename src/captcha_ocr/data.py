@@ -26,10 +26,13 @@ from captcha_ocr.files import atomic_path, write_text_atomic
 from captcha_ocr.images import (
     IMAGE_SUFFIXES,
     ImageLoadError,
+    border_colour,
     image_size,
     is_image_path,
     load_image,
 )
+from captcha_ocr.presets import get_preset
+from captcha_ocr.sizes import ImageSize
 
 log = logging.getLogger(__name__)
 
@@ -174,21 +177,41 @@ def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample
     return samples
 
 
-def find_samples(
+def collect_samples(
     source: str | Path, label_pattern: str | None = None, ignore_case: bool = False
-) -> list[Sample]:
-    """Samples from a folder or a labels file; an error when there are none.
-
-    >>> find_samples("data/captchas")  # doctest: +SKIP
-    [Sample(path='data/captchas/226md.png', label='226md'), ...]
-    """
+) -> ScanResult:
+    """Samples from a folder (labeled by file name) or a labels file, and the images that
+    could not be labeled. An error when there is nothing to label: no such folder, a folder
+    without images (or only with names that are not UTF-8), a labels file without rows."""
     source = Path(source)
     if source.is_file() and source.suffix.lower() in CSV_SUFFIXES:
         samples = read_labels_file(source, ignore_case)
         if not samples:
             raise CaptchaOCRError(f"labels file {source} has no rows")
-        return samples
+        return ScanResult(samples, [])
     scan = scan_folder(source, label_pattern, ignore_case)
+    if not scan.samples and not scan.unlabeled:
+        if scan.undecodable:
+            raise CaptchaOCRError(
+                f"the file names in {source} are not valid UTF-8 (e.g. "
+                f"{shown_name(scan.undecodable[0])}): rename them, e.g. with convmv"
+            )
+        raise CaptchaOCRError(
+            f"no images found in {source} (looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return scan
+
+
+def find_samples(
+    source: str | Path, label_pattern: str | None = None, ignore_case: bool = False
+) -> list[Sample]:
+    """Samples from a folder or a labels file (:func:`collect_samples`); the images left
+    out are logged, and finding no sample at all is an error.
+
+    >>> find_samples("data/captchas")  # doctest: +SKIP
+    [Sample(path='data/captchas/226md.png', label='226md'), ...]
+    """
+    scan = collect_samples(source, label_pattern, ignore_case)
     if scan.undecodable:
         log.warning(
             "%d image(s) have a file name that is not valid UTF-8 and were skipped, e.g. %s; "
@@ -203,18 +226,9 @@ def find_samples(
             ", ".join(Path(p).name for p in scan.unlabeled[:3]),
         )
     if not scan.samples:
-        if scan.undecodable and not scan.unlabeled:
-            raise CaptchaOCRError(
-                f"the file names in {source} are not valid UTF-8 (e.g. "
-                f"{shown_name(scan.undecodable[0])}): rename them, e.g. with convmv"
-            )
-        if scan.unlabeled:
-            raise CaptchaOCRError(
-                f"no image in {source} matched the label pattern "
-                f"{label_pattern or DEFAULT_LABEL_PATTERN!r}; set --label-pattern"
-            )
         raise CaptchaOCRError(
-            f"no images found in {source} (looked for {', '.join(IMAGE_SUFFIXES)})"
+            f"no image in {source} matched the label pattern "
+            f"{label_pattern or DEFAULT_LABEL_PATTERN!r}; set --label-pattern"
         )
     return scan.samples
 
@@ -248,8 +262,8 @@ def write_samples_csv(path: str | Path, samples: Sequence[Sample]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def most_common_size(samples: Sequence[Sample], limit: int = 500) -> tuple[int, int]:
-    """``(width, height)`` seen most often among the first ``limit`` readable images."""
+def most_common_size(samples: Sequence[Sample], limit: int = 500) -> ImageSize:
+    """The size seen most often among the first ``limit`` readable images."""
     sizes = collections.Counter(
         size for size in (image_size(s.path) for s in samples[:limit]) if size is not None
     )
@@ -261,46 +275,24 @@ def most_common_size(samples: Sequence[Sample], limit: int = 500) -> tuple[int, 
     return sizes.most_common(1)[0][0]
 
 
-# The default network pools the height 16x, so a 40 px image leaves it 2 rows to tell glyphs
-# apart. Measured on 100x40 captchas (2,000 images, 300 test, one run each): read at 40 px
-# 94.0 %, scaled to 48 px 95.7 %, to 64 px 97.0 % (95.7 % over 3 seeds); scaling only the
-# width (160x40) gave 94.7 %, a wider network 92.7 %. Sets at least
-# SMALL_HEIGHT high (the 200x50 reference set reads 99 % as it is) keep their size and speed.
-# Only the default preset scales: "reference" is the tutorial's recipe as it was, and "tiny"
-# (tests, smoke runs) is not about accuracy.
-SMALL_HEIGHT = 48
-UPSCALED_HEIGHT = 64
-UPSCALED_PRESETS = ("default",)
-
-
-def default_input_size(width: int, height: int, preset: str = "default") -> tuple[int, int]:
-    """The model input ``(width, height)`` for images of this size: the size itself, but
-    for the default preset images lower than :data:`SMALL_HEIGHT` are scaled up to
-    :data:`UPSCALED_HEIGHT` px, keeping their aspect ratio.
-
-    >>> default_input_size(200, 50), default_input_size(100, 40)
-    ((200, 50), (160, 64))
-    >>> default_input_size(100, 40, preset="tiny")
-    (100, 40)
-    """
-    if height >= SMALL_HEIGHT or preset not in UPSCALED_PRESETS:
-        return width, height
-    return max(1, round(width * UPSCALED_HEIGHT / height)), UPSCALED_HEIGHT
-
-
 def model_input_size(
-    data_size: tuple[int, int], width: int | None, height: int | None, preset: str
-) -> tuple[int, int]:
-    """The ``(width, height)`` a model is built for: ``--width``/``--height`` when both are
-    given; with neither, :func:`default_input_size` of the data's most common ``data_size``;
-    with one, the other side is the data's own.
+    data_size: ImageSize, width: int | None, height: int | None, preset: str
+) -> ImageSize:
+    """The size a model is built for: ``--width``/``--height`` when both are given; with
+    neither, what ``preset`` makes of the data's most common ``data_size`` (the default
+    preset scales small images up: ``presets.SMALL_IMAGES``); with one, the other side is the
+    data's own.
 
-    >>> model_input_size((100, 40), None, None, "default"), model_input_size((100, 40), None, 32, "default")
-    ((160, 64), (100, 32))
+    >>> model_input_size(ImageSize(100, 40), None, None, "default")
+    ImageSize(width=160, height=64)
+    >>> model_input_size(ImageSize(100, 40), None, 32, "default")
+    ImageSize(width=100, height=32)
+    >>> model_input_size(ImageSize(100, 40), None, None, "tiny")
+    ImageSize(width=100, height=40)
     """
     if width is None and height is None:
-        return default_input_size(*data_size, preset)
-    return width or data_size[0], height or data_size[1]
+        return get_preset(preset).input_size(data_size)
+    return ImageSize(width or data_size.width, height or data_size.height)
 
 
 @dataclass(frozen=True)
@@ -442,9 +434,7 @@ def estimate_colours(samples: Sequence[Sample]) -> tuple[Colour, Colour] | None:
             image = load_image(sample.path, 50, 200, 3).reshape(-1, 3).astype(np.float32)
         except ImageLoadError:
             continue
-        grid = image.reshape(50, 200, 3)
-        border = np.concatenate([grid[0], grid[-1], grid[:, 0], grid[:, -1]])
-        background = np.median(border, axis=0)
+        background = border_colour(image.reshape(50, 200, 3))
         brightness = image.mean(axis=1)
         dark_text = brightness.mean() > 127
         cut = np.percentile(brightness, 5 if dark_text else 95)

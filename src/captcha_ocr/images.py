@@ -7,15 +7,19 @@ holds raw 0-255 values.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.sizes import ImageSize
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
@@ -42,34 +46,13 @@ class ImageTooLargeError(ImageLoadError):
     """An image refused for its size (from its header, before decoding)."""
 
 
-def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open ``source`` as a fully decoded PIL image (first frame of an animation).
-
-    >>> open_image(np.zeros((50, 200), np.uint8)).size
-    (200, 50)
-    """
-    if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, np.ndarray):
-        return _from_array(source)
-    name = "<bytes>"
+@contextlib.contextmanager
+def _load_errors(name: str) -> Iterator[None]:
+    """Turn whatever Pillow raises on a bad file into :class:`ImageLoadError` naming it."""
     try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            handle = io.BytesIO(bytes(source))
-        else:
-            name = os.fspath(source)
-            handle = open(name, "rb")  # noqa: SIM115 - closed below, after decoding
-        with handle, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(handle, formats=PILLOW_FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,}"
-                )
-            image.seek(0)
-            image.load()
-            return image
+            yield
     except ImageLoadError:
         raise
     except FileNotFoundError:
@@ -84,6 +67,63 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         raise ImageTooLargeError(f"{name}: image too large (decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(f"{name}: unreadable image ({error})") from None
+
+
+def _open_header(handle: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
+    """Pillow's lazy image (header read, pixels not decoded), from the allowed formats only."""
+    image = Image.open(handle, formats=PILLOW_FORMATS)
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,}"
+        )
+    return image
+
+
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open ``source`` as a fully decoded PIL image (first frame of an animation).
+
+    >>> open_image(np.zeros((50, 200), np.uint8)).size
+    (200, 50)
+    """
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    with _load_errors(name):
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            handle: BinaryIO = io.BytesIO(bytes(source))
+        else:
+            handle = open(name, "rb")  # noqa: SIM115 - closed below, after decoding
+        with handle:
+            image = _open_header(handle, name, max_pixels)
+            image.seek(0)
+            image.load()
+            return image
+
+
+class ImageHeader(NamedTuple):
+    """What a file's header says, without decoding its pixels."""
+
+    size: ImageSize
+    mode: str  # Pillow's mode: "L", "RGB", "P", ...
+
+
+def read_header(
+    path: str | os.PathLike, verify: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> ImageHeader:
+    """Size and mode of the image at ``path``, from the formats :func:`open_image` reads;
+    with ``verify``, also Pillow's cheap integrity check (no full decode). Raises
+    :class:`ImageLoadError` for a file that :func:`load_image` would refuse for its format,
+    its header or (with ``verify``) its damage."""
+    name = os.fspath(path)
+    with _load_errors(name), open(name, "rb") as handle:
+        image = _open_header(handle, name, max_pixels)
+        header = ImageHeader(ImageSize(*image.size), image.mode)
+        if verify:
+            image.verify()
+        return header
 
 
 def to_rgb_or_grey(image: Image.Image, channels: int) -> Image.Image:
@@ -142,13 +182,23 @@ def load_image(
     return array[..., None] if array.ndim == 2 else array
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(width, height)`` from the file header, or None when it is not a readable image."""
+def image_size(path: str | os.PathLike) -> ImageSize | None:
+    """The size from the file header, or None when it is not a readable image."""
     try:
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
-            return image.size
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return read_header(path, max_pixels=None).size
+    except ImageLoadError:
         return None
+
+
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """Median colour ``(C,)`` of the border pixels of ``image`` ``(H, W, C)``: a captcha's
+    background. Floats, as the median of an even count can fall between two levels.
+
+    >>> border_colour(np.full((4, 6, 3), 7, np.uint8)).tolist()
+    [7.0, 7.0, 7.0]
+    """
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2W + 2H, C)
+    return np.median(border, axis=0)
 
 
 def _source_name(source: ImageSource) -> str:

@@ -18,11 +18,12 @@ from keras import layers
 
 from captcha_ocr.config import ModelSpec
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.presets import get_preset
 
 INPUT_NAME = "image"
 
 
-def _reference(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+def _tutorial_resnet(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     """The tutorial's network, exactly: nine residual blocks, a 52-step sequence read row by
     row from the 4x13 feature map, a BiLSTM of 128 units per direction (~0.47 M parameters)."""
 
@@ -69,29 +70,12 @@ def _columns_to_sequence(x):
     return layers.Reshape((width, height * channels))(x)
 
 
-# Time steps per character below which the default preset halves its step to 4 px. Measured
-# on synthetic styles with 2,000 images: 4 px instead of 8 took 100x40 images with 5 characters
-# (2.4 steps a character) from 87 % to 93 %, and 200x60 with 6 (4.2 steps) from 96 % to 99 %.
-STEPS_PER_CHARACTER = 5
-
-
-def default_width_stride(width: int, max_label_length: int) -> int:
-    """Pixels per time step of the default preset: 8 when that still gives
-    :data:`STEPS_PER_CHARACTER` steps to each character of the longest label, else 4.
-
-    >>> default_width_stride(200, 5), default_width_stride(200, 6), default_width_stride(100, 4)
-    (8, 4, 4)
-    """
-    return 8 if width // 8 >= STEPS_PER_CHARACTER * max_label_length else 4
-
-
-def _default(
-    inputs: keras.KerasTensor, num_classes: int, width_stride: int = 8
-) -> keras.KerasTensor:
+def _crnn(inputs: keras.KerasTensor, num_classes: int, width_stride: int = 8) -> keras.KerasTensor:
     """A small, fast CRNN: four conv stages shrink the height 16x and the width 8x (4x when
-    labels are long for the width), so the sequence runs left to right, one step per 8 px
-    column (25 steps for 200 px), then a linear projection and one BiLSTM. Linear (not
-    ReLU) projection and BatchNorm everywhere keep CTC off the all-blank plateau early."""
+    labels are long for the width: ``presets.LONG_LABELS`` picks ``width_stride`` 8 or 4), so
+    the sequence runs left to right, one step per 8 px column (25 steps for 200 px), then a
+    linear projection and one BiLSTM. Linear (not ReLU) projection and BatchNorm everywhere
+    keep CTC off the all-blank plateau early."""
     x = _conv_bn_relu(inputs, 16)
     x = layers.MaxPooling2D((2, 2))(x)  # (B, H/2, W/2, 16)
     x = _conv_bn_relu(x, 32)
@@ -108,7 +92,7 @@ def _default(
     return layers.Dense(num_classes)(x)
 
 
-def _tiny(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+def _tiny_crnn(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     """A few thousand parameters: for tests and smoke runs, not for accuracy."""
     x = _conv_bn_relu(inputs, 8)
     x = layers.MaxPooling2D((2, 2))(x)
@@ -120,13 +104,12 @@ def _tiny(inputs: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     return layers.Dense(num_classes)(x)
 
 
-PRESETS: dict[str, Callable[[keras.KerasTensor, int], keras.KerasTensor]] = {
-    "default": _default,
-    "reference": _reference,
-    "tiny": _tiny,
+# The networks by name: presets.Preset.builder picks one.
+BUILDERS: dict[str, Callable[..., keras.KerasTensor]] = {
+    "crnn": _crnn,
+    "tutorial_resnet": _tutorial_resnet,
+    "tiny_crnn": _tiny_crnn,
 }
-# Smallest input each preset takes: 16 px keeps every pooling stage non-empty.
-MIN_SIZE = {"default": (16, 16), "reference": (16, 16), "tiny": (8, 8)}
 
 
 def build_model(spec: ModelSpec) -> keras.Model:
@@ -136,22 +119,18 @@ def build_model(spec: ModelSpec) -> keras.Model:
     >>> build_model(spec).output_shape  # doctest: +SKIP
     (None, 24, 4)
     """
-    if spec.preset not in PRESETS:
-        raise CaptchaOCRError(f"unknown preset {spec.preset!r}; choose one of {', '.join(PRESETS)}")
-    min_height, min_width = MIN_SIZE[spec.preset]
-    if spec.height < min_height or spec.width < min_width:
+    preset = get_preset(spec.preset)
+    if not spec.input_size.covers(preset.min_size):
         raise CaptchaOCRError(
-            f"preset {spec.preset!r} needs images of at least {min_width}x{min_height} px; "
-            f"got {spec.width}x{spec.height} (set --width/--height)"
+            f"preset {spec.preset!r} needs images of at least {preset.min_size} px; "
+            f"got {spec.input_size} (set --width/--height)"
         )
-    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
+    inputs = keras.Input(spec.input_size.shape(spec.channels), name=INPUT_NAME)
     x = layers.Rescaling(1.0 / 255.0)(inputs)
-    if spec.preset == "default":
-        logits = _default(
-            x, spec.num_classes, default_width_stride(spec.width, spec.max_label_length)
-        )
-    else:
-        logits = PRESETS[spec.preset](x, spec.num_classes)
+    options = {}
+    if preset.width_stride is not None:
+        options["width_stride"] = preset.width_stride.pixels(spec.width, spec.max_label_length)
+    logits = BUILDERS[preset.builder](x, spec.num_classes, **options)
     # Log-probabilities, not logits: the CTC loss accepts them as they are (log_softmax is
     # idempotent) and readers get probabilities without another softmax.
     outputs = layers.Activation("log_softmax", name="log_probs", dtype="float32")(logits)

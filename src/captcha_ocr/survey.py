@@ -17,17 +17,17 @@ from PIL import Image, ImageDraw, ImageFont
 from captcha_ocr.augment import augment_image
 from captcha_ocr.config import AugmentConfig
 from captcha_ocr.data import (
-    CSV_SUFFIXES,
     DEFAULT_LABEL_PATTERN,
     Sample,
-    default_input_size,
-    read_labels_file,
-    scan_folder,
+    collect_samples,
+    model_input_size,
+    most_common_size,
     shown_name,
 )
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
-from captcha_ocr.images import ImageLoadError, load_image
+from captcha_ocr.images import ImageLoadError, load_image, read_header
+from captcha_ocr.sizes import ImageSize
 
 RARE_CHARACTER = 20  # fewer examples than this of a character: the model will confuse it
 
@@ -54,10 +54,13 @@ class DatasetReport:
     unlabeled: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)  # names that are not UTF-8
-    sizes: collections.Counter = field(default_factory=collections.Counter)  # (w, h) -> n
+    sizes: collections.Counter[ImageSize] = field(default_factory=collections.Counter)
     modes: collections.Counter = field(default_factory=collections.Counter)
     characters: collections.Counter = field(default_factory=collections.Counter)
     lengths: collections.Counter = field(default_factory=collections.Counter)
+    # What training would build the model for (None: no image could be read).
+    input_size: ImageSize | None = None
+    data_size: ImageSize | None = None  # the most common size, which input_size is made from
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -82,7 +85,7 @@ class DatasetReport:
                 f"unreadable: {len(self.unreadable)}, e.g. "
                 + "; ".join(reason for _, reason in self.unreadable[:3])
             )
-        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.sizes.most_common(5))
+        sizes = ", ".join(f"{size} ({n})" for size, n in self.sizes.most_common(5))
         lines.append(f"image sizes (WxH): {sizes}" + (" ..." if len(self.sizes) > 5 else ""))
         lines.append("image modes: " + ", ".join(f"{m} ({n})" for m, n in self.modes.most_common()))
         lines.append(f"charset ({len(self.characters)}): {self.charset!r}")
@@ -98,41 +101,48 @@ class DatasetReport:
 
 
 def inspect_dataset(
-    source: str | os.PathLike, label_pattern: str | None = None, ignore_case: bool = False
+    source: str | os.PathLike,
+    label_pattern: str | None = None,
+    ignore_case: bool = False,
+    width: int | None = None,
+    height: int | None = None,
+    preset: str = "default",
 ) -> DatasetReport:
-    """Scan a folder (or labels file) and read every image header.
+    """Scan a folder (or labels file) the way training does, and check every image header.
+    ``width``, ``height`` and ``preset`` are training's: they set ``report.input_size``.
 
     >>> print(inspect_dataset("data/captchas").summary())  # doctest: +SKIP
     """
-    source = Path(source)
-    if source.is_file() and source.suffix.lower() in CSV_SUFFIXES:
-        samples, unlabeled, undecodable = read_labels_file(source, ignore_case), [], []
-    else:
-        scan = scan_folder(source, label_pattern, ignore_case)
-        samples, unlabeled, undecodable = scan.samples, scan.unlabeled, scan.undecodable
-    report = DatasetReport(str(source), len(samples), samples, unlabeled, undecodable=undecodable)
-    if not samples and not unlabeled:
-        if undecodable:
-            raise CaptchaOCRError(
-                f"the file names in {source} are not valid UTF-8 (e.g. "
-                f"{shown_name(undecodable[0])}): rename them, e.g. with convmv"
-            )
-        raise CaptchaOCRError(f"no images found in {source}")
-    for sample in samples:
+    scan = collect_samples(source, label_pattern, ignore_case)
+    report = DatasetReport(
+        str(source), len(scan.samples), scan.samples, scan.unlabeled, undecodable=scan.undecodable
+    )
+    for sample in scan.samples:
         try:
-            with Image.open(sample.path) as image:
-                report.sizes[image.size] += 1
-                report.modes[image.mode] += 1
-                image.verify()  # cheap integrity check without decoding every pixel
-        except Exception as error:  # Pillow raises many types for broken files
-            report.unreadable.append((sample.path, f"{Path(sample.path).name}: {error}"))
+            header = read_header(sample.path, verify=True)
+        except ImageLoadError as error:
+            # The file's name, not its path: the summary shows reasons on one line.
+            reason = Path(sample.path).name + str(error).removeprefix(sample.path)
+            report.unreadable.append((sample.path, reason))
+        else:
+            report.sizes[header.size] += 1
+            report.modes[header.mode] += 1
         report.characters.update(sample.label)
         report.lengths[len(sample.label)] += 1
-    report.warnings = _warnings(report, label_pattern)
+    if report.sizes:
+        try:  # training's own measure, so that the two cannot disagree
+            report.data_size = most_common_size(report.samples)
+        except CaptchaOCRError:  # the first images training looks at are all unreadable
+            pass
+        else:
+            report.input_size = model_input_size(report.data_size, width, height, preset)
+    report.warnings = _warnings(
+        report, label_pattern, sized_by_flags=(width, height) != (None, None)
+    )
     return report
 
 
-def _warnings(report: DatasetReport, label_pattern: str | None) -> list[str]:
+def _warnings(report: DatasetReport, label_pattern: str | None, sized_by_flags: bool) -> list[str]:
     warnings = []
     if report.undecodable:
         warnings.append(
@@ -185,13 +195,16 @@ def _warnings(report: DatasetReport, label_pattern: str | None) -> list[str]:
     spaces = [s.label for s in report.samples if any(c.isspace() for c in s.label)]
     if spaces:
         warnings.append(f"{len(spaces)} label(s) contain white space, e.g. {spaces[0]!r}")
-    if len(report.sizes) > 1:
-        (w, h), n = report.sizes.most_common(1)[0]
-        model_w, model_h = default_input_size(w, h)
+    if len(report.sizes) > 1 and report.input_size is not None:
+        if sized_by_flags:
+            made = "set by --width/--height"
+        else:
+            size, n = report.data_size, report.sizes[report.data_size]
+            made = f"made from the most common size, {size} ({n} of {report.count}); "
+            made += "set --width/--height to choose"
         warnings.append(
-            f"{len(report.sizes)} different image sizes; all are resized to {model_w}x{model_h}, "
-            f"the model input made from the most common size, {w}x{h} ({n} of {report.count}); "
-            "set --width/--height to choose"
+            f"{len(report.sizes)} different image sizes; all are resized to "
+            f"{report.input_size}, the model input {made}"
         )
     return warnings
 
@@ -230,8 +243,7 @@ def _grid(tiles: list[tuple[np.ndarray, str]], columns: int, path: Path, title: 
 def sample_grid(
     report: DatasetReport,
     path: str | os.PathLike,
-    height: int,
-    width: int,
+    size: ImageSize,
     channels: int,
     count: int = 24,
     seed: int = 0,
@@ -243,12 +255,12 @@ def sample_grid(
     for index in order:
         sample = report.samples[index]
         try:
-            tiles.append((load_image(sample.path, height, width, channels), sample.label))
+            tiles.append((load_image(sample.path, size.height, size.width, channels), sample.label))
         except ImageLoadError:
             continue
         if len(tiles) == count:
             break
-    title = f"{report.source}: {len(tiles)} samples as the model sees them ({width}x{height}, {channels} ch)"
+    title = f"{report.source}: {len(tiles)} samples as the model sees them ({size}, {channels} ch)"
     return _grid(tiles, 4, Path(path), title)
 
 
@@ -256,8 +268,7 @@ def augment_grid(
     samples: list[Sample],
     path: str | os.PathLike,
     config: AugmentConfig,
-    height: int,
-    width: int,
+    size: ImageSize,
     channels: int,
     rows: int = 6,
     variants: int = 4,
@@ -273,7 +284,7 @@ def augment_grid(
     tiles = []
     for index in chosen:
         sample = samples[index]
-        original = load_image(sample.path, height, width, channels)
+        original = load_image(sample.path, size.height, size.width, channels)
         tiles.append((original, f"{sample.label} (original)"))
         tiles.extend((augment_image(original, config, rng), "augmented") for _ in range(variants))
     return _grid(
