@@ -98,7 +98,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
-from captcha_ocr.charset import BLANK, Charset, ctc_steps_needed, greedy_decode, greedy_decode_batch
+from captcha_ocr.charset import BLANK, Charset, ctc_steps_needed
 from captcha_ocr.cli import main
 from captcha_ocr.config import ModelSpec, TrainConfig, save_run_config
 from captcha_ocr.data import (
@@ -108,6 +108,7 @@ from captcha_ocr.data import (
     scan_folder,
     write_samples_csv,
 )
+from captcha_ocr.decode import greedy_decode, greedy_decode_batch
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageTooLargeError, load_image
 from captcha_ocr.infer import METADATA_KEY, Prediction, Reader

@@ -1,7 +1,7 @@
 """Read captchas with an exported model: ONNX Runtime + NumPy + Pillow, never TensorFlow.
 
 A :class:`Reader` is preprocessing (:func:`captcha_ocr.images.load_image`) + the ONNX model +
-CTC decoding (:mod:`captcha_ocr.charset`). The ONNX file carries its own charset, input size and
+CTC decoding (:mod:`captcha_ocr.decode`). The ONNX file carries its own charset, input size and
 blank index in its metadata, so a lone ``model.onnx`` is enough to read with.
 """
 
@@ -16,14 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_ocr.charset import (
-    Charset,
-    allowed_mask,
-    beam_search_decode,
-    greedy_decode_batch,
-    restrict,
-)
+from captcha_ocr.charset import Charset
 from captcha_ocr.config import ModelSpec, from_dict
+from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_batch, restrict
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
 
