@@ -51,15 +51,19 @@ class Charset:
         index = self._index
         return "".join(dict.fromkeys(c for c in label if c not in index))
 
-    def encode(self, label: str) -> list[int]:
-        """Classes of the characters of ``label``; unknown characters are an error."""
-        index = self._index
-        missing = self.unknown(label)
+    def check_known(self, text: str, what: str) -> None:
+        """Raise, naming ``what``, if ``text`` has characters the charset cannot express."""
+        missing = self.unknown(text)
         if missing:
             raise CaptchaOCRError(
-                f"label {label!r} has characters the model cannot output: {missing!r} "
+                f"{what} has characters the model cannot output: {missing!r} "
                 f"(charset {self.chars!r})"
             )
+
+    def encode(self, label: str) -> list[int]:
+        """Classes of the characters of ``label``; unknown characters are an error."""
+        self.check_known(label, f"label {label!r}")
+        index = self._index
         return [index[c] for c in label]
 
     def decode(self, classes: Iterable[int]) -> str:

@@ -17,12 +17,7 @@ def allowed_mask(charset: Charset, allowed_chars: str | None) -> np.ndarray | No
     """Boolean mask over classes that keeps the blank and the allowed characters."""
     if allowed_chars is None:
         return None
-    missing = charset.unknown(allowed_chars)
-    if missing:
-        raise CaptchaOCRError(
-            f"allowed_chars has characters the model cannot output: {missing!r} "
-            f"(charset {charset.chars!r})"
-        )
+    charset.check_known(allowed_chars, "allowed_chars")
     mask = np.zeros(charset.num_classes, dtype=bool)
     mask[BLANK] = True
     for c in allowed_chars:

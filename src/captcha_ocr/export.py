@@ -22,7 +22,7 @@ from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_confi
 from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
-from captcha_ocr.infer import ONNX_FILE, Reader
+from captcha_ocr.infer import ONNX_FILE, Reader, resolve_model_path
 from captcha_ocr.metadata import metadata_from_spec, write_metadata
 
 log = logging.getLogger(__name__)
@@ -149,17 +149,14 @@ def export_int8(
 ) -> tuple[Path | None, float, float]:
     """Quantize a run's ``model.onnx`` to ``model.int8.onnx``, calibrated on its training
     images, and keep it only if its accuracy on the validation split is within ``max_drop``
-    (a fraction: 0.01 is one point) of the float model's. Returns (path or None, float accuracy, int8 accuracy).
+    (a fraction: 0.01 is one point) of the float model's. Returns (path or None, float
+    accuracy, int8 accuracy).
     """
     from captcha_ocr.evaluate import evaluate
 
     run_dir = Path(run_dir)
     spec, _, _ = load_run_config(run_dir)
-    float_path = run_dir / ONNX_FILE
-    if not float_path.is_file():
-        raise CaptchaOCRError(
-            f"{run_dir} has no {ONNX_FILE}; export it first: captcha-ocr export {run_dir}"
-        )
+    float_path = resolve_model_path(run_dir)  # with the error that says how to export
     for name in ("train.csv", "val.csv"):
         if not (run_dir / name).is_file():
             raise CaptchaOCRError(

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captcha_ocr.config import ServeSettings
+from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageTooLargeError, open_image
 from captcha_ocr.infer import Prediction, Reader
 from captcha_ocr.serve.batching import MicroBatcher
@@ -147,14 +148,10 @@ class ReadService:
                 422, "invalid_parameter", validation_detail(list(error.errors()))
             ) from None
         if options.allowed_chars is not None:
-            unknown = self.reader.charset.unknown(options.allowed_chars)
-            if unknown:
-                raise ApiError(
-                    422,
-                    "invalid_parameter",
-                    f"allowed_chars has characters the model cannot output: {unknown!r} "
-                    f"(its charset is {self.reader.charset.chars!r})",
-                )
+            try:  # here, before the images are decoded
+                self.reader.charset.check_known(options.allowed_chars, "allowed_chars")
+            except CaptchaOCRError as error:
+                raise ApiError(422, "invalid_parameter", str(error)) from None
         return options
 
     async def _parse_json(self, request: Request) -> tuple[list[str], dict[str, Any]]:
