@@ -20,7 +20,7 @@ from captcha_ocr.config import ModelSpec
 from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_batch, restrict
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
-from captcha_ocr.metadata import spec_from_metadata
+from captcha_ocr.metadata import EXPORT_AGAIN, spec_from_metadata
 
 ONNX_FILE = "model.onnx"
 
@@ -104,15 +104,14 @@ class Reader:
         if len(shape) != 4 or list(shape[1:]) != expected:
             raise CaptchaOCRError(
                 f"{path}: the model's input {shape} does not match its metadata {expected}; "
-                "export the model again with: captcha-ocr export RUN_DIR"
+                f"{EXPORT_AGAIN}"
             )
         output = session.get_outputs()[0].shape
         classes = output[-1] if len(output) == 3 else None
         if len(output) != 3 or (isinstance(classes, int) and classes != spec.num_classes):
             raise CaptchaOCRError(
                 f"{path}: the model's output {output} does not match the {spec.num_classes} "
-                "classes (charset + blank) of its metadata; export the model again with: "
-                "captcha-ocr export RUN_DIR"
+                f"classes (charset + blank) of its metadata; {EXPORT_AGAIN}"
             )
         return cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
 

@@ -22,7 +22,7 @@ from captcha_ocr.config import ModelSpec, from_dict, validate_model_spec
 from captcha_ocr.errors import CaptchaOCRError
 
 METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
-_REDO = "export the model again with: captcha-ocr export RUN_DIR"
+EXPORT_AGAIN = "export the model again with: captcha-ocr export RUN_DIR"  # ends the errors
 
 
 def metadata_from_spec(spec: ModelSpec, **extra: str) -> dict[str, str]:
@@ -50,19 +50,21 @@ def spec_from_metadata(metadata: Mapping[str, str], source: str) -> ModelSpec:
         data = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError:
         raise CaptchaOCRError(
-            f"{source}: captcha-ocr metadata is not valid JSON; {_REDO}"
+            f"{source}: captcha-ocr metadata is not valid JSON; {EXPORT_AGAIN}"
         ) from None
     try:
         spec = from_dict(ModelSpec, data, prefix="metadata.")
     except CaptchaOCRError as error:
-        raise CaptchaOCRError(f"{source}: bad captcha-ocr metadata ({error}); {_REDO}") from None
+        raise CaptchaOCRError(
+            f"{source}: bad captcha-ocr metadata ({error}); {EXPORT_AGAIN}"
+        ) from None
     try:
         # A reader needs no network builder: a preset this version does not know still reads.
         validate_model_spec(spec, known_preset=False)
     except CaptchaOCRError as error:
         raise CaptchaOCRError(
             f"{source}: captcha-ocr metadata is inconsistent ({error}; it says blank_index "
-            f"{spec.blank_index}, input {spec.height}x{spec.width}x{spec.channels}); {_REDO}"
+            f"{spec.blank_index}, input {spec.height}x{spec.width}x{spec.channels}); {EXPORT_AGAIN}"
         ) from None
     return spec
 
