@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, command_line, machine, table, update_section
 
+from captcha_ocr.charset import DEFAULT_CHARSET
 from captcha_ocr.config import ModelSpec
 from captcha_ocr.infer import Reader, resolve_model_path
-
-CHARSET = "2345678bcdefgmnpwxy"
 
 
 def export_fresh(preset: str, folder: Path) -> tuple[Path, int]:
@@ -35,7 +34,7 @@ def export_fresh(preset: str, folder: Path) -> tuple[Path, int]:
     from captcha_ocr.model import build_model
 
     channels = 3 if preset == "reference" else 1
-    spec = ModelSpec(preset, CHARSET, 50, 200, channels, 5)
+    spec = ModelSpec(preset, DEFAULT_CHARSET, 50, 200, channels, 5)
     model = build_model(spec)
     path = export_model(model, spec, folder / f"{preset}.onnx")
     return path, model.count_params()

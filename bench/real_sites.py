@@ -16,7 +16,6 @@ import argparse
 import csv
 import hashlib
 import json
-import re
 import statistics
 import subprocess
 import sys

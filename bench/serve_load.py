@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import command_line, machine, table, update_section
 
+from captcha_ocr.charset import DEFAULT_CHARSET
+
 SECTION = "serve-load"
 BOUNDARY = "captcha-ocr-load-boundary"
 # What each kind of bad request must get back.
@@ -127,7 +129,7 @@ def captcha_pngs(count: int, width: int, height: int, channels: int, seed: int) 
         background = rng.integers(200, 256, (height, width, 3), dtype=np.uint8)
         image = Image.fromarray(background)
         draw = ImageDraw.Draw(image)
-        text = "".join(rng.choice(list("2345678bcdefgmnpwxy"), 5))
+        text = "".join(rng.choice(list(DEFAULT_CHARSET), 5))
         draw.text(
             (width // 8, height // 3), text, fill=tuple(int(c) for c in rng.integers(0, 90, 3))
         )

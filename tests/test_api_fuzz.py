@@ -1,7 +1,7 @@
 """Fuzz the HTTP API from its own OpenAPI schema with schemathesis: whatever a client sends
 (valid by the schema, or deliberately not), the answer is never a 5xx and always matches the
 schema (documented status, content type and body). Bounded: a fixed number of examples per
-operation and mode, derandomized, with the tiny untrained test model."""
+operation and mode, derandomized, with the tiny test model of tests/tiny_reader.py."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from captcha_ocr.infer import Reader
 from captcha_ocr.serve import ServeSettings, create_app
-from tests.test_robustness import write_model
+from tests import tiny_reader
 
 CHECKS = [
     not_a_server_error,
@@ -35,13 +35,12 @@ EXAMPLES = 50  # per operation and mode: about 2 s in all on 2 cores
 
 
 @pytest.fixture(scope="module")
-def schema(tmp_path_factory: pytest.TempPathFactory):
-    model = write_model(tmp_path_factory.mktemp("fuzz") / "model.onnx")
+def schema():
     # Small limits, so that fuzzed bodies also reach the 413 answers.
     settings_ = ServeSettings(
         threads=1, batch_wait_ms=0, max_images=4, max_image_bytes=20_000, max_body_bytes=100_000
     )
-    app = create_app(Reader.load(model, threads=1), settings_)
+    app = create_app(Reader.load(tiny_reader.PATH, threads=1), settings_)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -98,7 +98,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
-from captcha_ocr.charset import BLANK, Charset, ctc_steps_needed, greedy_decode, greedy_decode_batch
+from captcha_ocr.charset import BLANK, Charset, ctc_steps_needed
 from captcha_ocr.cli import main
 from captcha_ocr.config import ModelSpec, TrainConfig, save_run_config
 from captcha_ocr.data import (
@@ -108,9 +108,11 @@ from captcha_ocr.data import (
     scan_folder,
     write_samples_csv,
 )
+from captcha_ocr.decode import greedy_decode, greedy_decode_batch
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageTooLargeError, load_image
-from captcha_ocr.infer import METADATA_KEY, Prediction, Reader
+from captcha_ocr.infer import Prediction, Reader
+from captcha_ocr.metadata import METADATA_KEY, metadata_from_spec, write_metadata
 
 CHARSET = "abcd1234"  # the charset of conftest's synth_dir
 SPEC = ModelSpec("tiny", CHARSET, 32, 100, 1, 5)
@@ -143,8 +145,6 @@ def write_model(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from captcha_ocr.export import onnx_metadata
-
     h, w, c = spec.height, spec.width, spec.channels
     classes = classes or spec.num_classes
     features = 4 * h * c
@@ -174,9 +174,7 @@ def write_model(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    for key, value in (onnx_metadata(spec) if metadata is None else metadata).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    write_metadata(model, metadata_from_spec(spec) if metadata is None else metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
@@ -397,15 +395,13 @@ def test_reader_refuses_a_folder_as_an_image(reader: Reader, tmp_path: Path) -> 
 
 def metadata_with(**changes) -> dict[str, str]:
     """Our ONNX metadata with fields of the JSON spec changed (None: removed)."""
-    from captcha_ocr.export import onnx_metadata
-
     spec = dataclasses.asdict(SPEC)
     for key, value in changes.items():
         if value is None:
             spec.pop(key)
         else:
             spec[key] = value
-    return {**onnx_metadata(SPEC), METADATA_KEY: json.dumps(spec)}
+    return {**metadata_from_spec(SPEC), METADATA_KEY: json.dumps(spec)}
 
 
 def _truncated_model(path: Path) -> None:

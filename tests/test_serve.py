@@ -1,6 +1,7 @@
 """The HTTP service: every endpoint, every error path, micro-batching, a real server process,
-and a smoke run of bench/serve_load.py. Uses a tiny untrained model (weights do not matter to
-the API) exported once per session."""
+and a smoke run of bench/serve_load.py. The model is the committed tiny ONNX reader of
+tests/tiny_reader.py (made without TensorFlow), so these tests need only the [serve] extra:
+test_serve_tests_run_without_tensorflow runs them again where TensorFlow cannot be imported."""
 
 from __future__ import annotations
 
@@ -35,19 +36,16 @@ from captcha_ocr.serve import (
     app_from_environment,
     create_app,
 )
+from tests import tiny_reader
+from tests.tiny_reader import CHARSET
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-CHARSET = "abcd1234"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 
 
 @pytest.fixture(scope="session")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from captcha_ocr.config import ModelSpec
-    from captcha_ocr.export import export_model
-    from captcha_ocr.model import build_model
-
-    spec = ModelSpec("tiny", CHARSET, 32, 100, 1, 5)
-    return export_model(build_model(spec), spec, tmp_path_factory.mktemp("model") / "m.onnx")
+def model_path() -> Path:
+    return tiny_reader.PATH
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +64,16 @@ def make_client(reader: Reader, **settings) -> TestClient:
 
 
 def png(seed: int, size: tuple[int, int] = (100, 32), mode: str = "L") -> bytes:
-    """A noise image (each seed reads differently, even with an untrained model)."""
+    """A noise image (each seed reads differently)."""
     rng = np.random.default_rng(seed)
     channels = 3 if mode == "RGB" else 1
     pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    return png_of(pixels.squeeze(-1) if channels == 1 else pixels)
+
+
+def png_of(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(buffer, "PNG")
+    Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -157,6 +159,18 @@ def test_multipart_reads_several_images_in_order(client: TestClient, reader: Rea
         [p.confidence for p in expected], rel=1e-3
     )
     assert not any(r["rejected"] for r in body["results"])
+
+
+def test_reads_the_text_drawn_for_the_model(client: TestClient) -> None:
+    texts = ["ab12", "4dd3", "c"]
+    images = [png_of(tiny_reader.draw(text)[..., 0]) for text in texts]
+    for response in (
+        client.post("/v1/read", files=files(*images)),
+        client.post("/v1/read", json={"images": [b64(i) for i in images], "beam_width": 3}),
+    ):
+        results = response.json()["results"]
+        assert [r["text"] for r in results] == texts
+        assert all(r["confidence"] > 0.9 for r in results)
 
 
 def test_json_matches_multipart(client: TestClient) -> None:
@@ -524,3 +538,30 @@ def test_serve_load_smoke(model_path: Path, tmp_path: Path) -> None:
     assert "old" not in text and text.count("<!-- serve-load -->") == 1
     assert "| 0 (off) | 40 |" in text and "| 2 | 40 |" in text
     assert "| 12 / 12 |" in text  # every bad request got its 4xx
+
+
+# --- with only the [serve] extra ------------------------------------------------------------
+
+
+def test_serve_tests_run_without_tensorflow() -> None:
+    """This module and test_api_fuzz, run again in a fresh interpreter where TensorFlow, Keras,
+    tf2onnx and onnx cannot be imported (tests/serve_extra_only.py), as with only the [serve]
+    extra installed. The two tests that start server processes are left out: they import
+    nothing more than the ones that run."""
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "tests.serve_extra_only",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not real_server and not serve_load and not without_tensorflow",
+        "tests/test_serve.py",
+        "tests/test_api_fuzz.py",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]

@@ -279,10 +279,14 @@ def load_run_config(run_dir: str | Path) -> tuple[ModelSpec, TrainConfig, dict[s
     return spec, train, document.get("data") or {}
 
 
-def validate_model_spec(spec: ModelSpec) -> None:
-    """Reject a model spec that no model of ours has (a hand-edited run folder)."""
+def validate_model_spec(spec: ModelSpec, known_preset: bool = True) -> None:
+    """Reject a model spec that no model of ours has (a hand-edited run folder or ONNX file).
+
+    ``known_preset``: also require a preset this version can build (a run folder is rebuilt
+    from its spec; an ONNX file is only read).
+    """
     checks = [
-        (spec.preset in PRESETS, f"unknown preset {spec.preset!r}"),
+        (not known_preset or spec.preset in PRESETS, f"unknown preset {spec.preset!r}"),
         (bool(spec.charset), "the charset is empty"),
         (len(set(spec.charset)) == len(spec.charset), "the charset repeats a character"),
         (spec.channels in (1, 3), "channels must be 1 or 3"),
@@ -293,3 +297,47 @@ def validate_model_spec(spec: ModelSpec) -> None:
     for ok, message in checks:
         if not ok:
             raise CaptchaOCRError(f"bad model spec: {message}")
+
+
+# ``export --int8`` keeps the int8 model only if its validation accuracy is at most this far
+# below the float model's: 0.002 is 0.2 points, one image in 500.
+INT8_MAX_ACCURACY_DROP = 0.002
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What one server worker does and accepts. The limits suit captchas (a few KB each).
+
+    Here rather than in :mod:`captcha_ocr.serve` so that the CLI can show these defaults
+    without the ``[serve]`` extra installed.
+    """
+
+    # ONNX Runtime threads per worker. None: 1, because ONNX Runtime's own default (one per
+    # core, spin-waiting) starves the event loop: measured on 2 cores, a read then costs 1.6x
+    # the CPU time. Use more workers to use more cores.
+    threads: int | None = None
+    batch_wait_ms: float = 2.0  # longest a request waits to share a model call; 0: no batching
+    max_batch: int = 64  # most images in one model call
+    max_image_bytes: int = 2_000_000  # encoded bytes of one image (after base64 decoding)
+    max_images: int = 64  # images in one request
+    max_pixels: int = 4_000_000  # width x height of one image, checked from its header
+    max_body_bytes: int = 20_000_000  # whole request body (base64 adds a third to each image)
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be >= 1 (got {getattr(self, name)})"
+            for name in (
+                "max_batch",
+                "max_image_bytes",
+                "max_images",
+                "max_pixels",
+                "max_body_bytes",
+            )
+            if getattr(self, name) < 1
+        ]
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1 (got {self.threads})")
+        if not self.batch_wait_ms >= 0:  # also refuses NaN
+            problems.append(f"batch_wait_ms must be >= 0 (got {self.batch_wait_ms})")
+        if problems:
+            raise CaptchaOCRError("serve settings: " + "; ".join(problems))

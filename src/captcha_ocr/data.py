@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFont
 
+from captcha_ocr.charset import DEFAULT_CHARSET
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path, write_text_atomic
 from captcha_ocr.images import (
@@ -355,8 +356,6 @@ def load_samples(
 
 # --- synthetic captchas --------------------------------------------------------------------
 
-DEFAULT_SYNTH_CHARSET = "2345678bcdefgmnpwxy"  # the reference set's 19 characters
-
 
 def parse_length_range(text: str) -> tuple[int, int]:
     """``"5"`` -> (5, 5); ``"4-6"`` -> (4, 6)."""
@@ -451,7 +450,7 @@ def estimate_colours(samples: Sequence[Sample]) -> tuple[Colour, Colour] | None:
 def synthesize(
     out_dir: str | Path,
     count: int,
-    charset: str = DEFAULT_SYNTH_CHARSET,
+    charset: str = DEFAULT_CHARSET,
     lengths: tuple[int, int] = (5, 5),
     size: tuple[int, int] = (200, 50),
     seed: int = 0,

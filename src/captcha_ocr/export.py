@@ -9,22 +9,21 @@ the export fails if they disagree.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from captcha_ocr import __version__
-from captcha_ocr.config import ModelSpec, load_run_config
+from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_config
 from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
-from captcha_ocr.infer import METADATA_KEY, ONNX_FILE, Reader
+from captcha_ocr.infer import ONNX_FILE, Reader, resolve_model_path
+from captcha_ocr.metadata import metadata_from_spec, write_metadata
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +35,6 @@ PARITY_IMAGES = 256
 
 class ParityError(CaptchaOCRError):
     """The exported model does not compute what the Keras model computes."""
-
-
-def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
-    """Key/value metadata written into the ONNX file (JSON spec + readable copies)."""
-    return {
-        METADATA_KEY: json.dumps(asdict(spec), ensure_ascii=False),
-        "charset": spec.charset,
-        "blank_index": str(spec.blank_index),
-        "input_height": str(spec.height),
-        "input_width": str(spec.width),
-        "input_channels": str(spec.channels),
-        "preset": spec.preset,
-        "captcha_ocr_version": __version__,
-    }
 
 
 def export_model(
@@ -69,10 +54,7 @@ def export_model(
             warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
             model.export(str(raw), format="onnx", verbose=False)
         proto = onnx.load(str(raw))
-    del proto.metadata_props[:]
-    for key, value in onnx_metadata(spec).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    write_metadata(proto, metadata_from_spec(spec))
     proto.doc_string = f"captcha-ocr {__version__} reader: charset {spec.charset!r}"
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
@@ -156,29 +138,25 @@ def quantize_int8(
             op_types_to_quantize=["Conv", "MatMul", "Gemm"],
         )
         proto = onnx.load(str(raw))
-    del proto.metadata_props[:]
-    for key, value in {**onnx_metadata(spec), "quantization": "int8"}.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    write_metadata(proto, metadata_from_spec(spec, quantization="int8"))
     with atomic_path(int8_path) as tmp:
         onnx.save(proto, str(tmp))
     return int8_path
 
 
-def export_int8(run_dir: str | Path, max_drop: float = 0.002) -> tuple[Path | None, float, float]:
+def export_int8(
+    run_dir: str | Path, max_drop: float = INT8_MAX_ACCURACY_DROP
+) -> tuple[Path | None, float, float]:
     """Quantize a run's ``model.onnx`` to ``model.int8.onnx``, calibrated on its training
     images, and keep it only if its accuracy on the validation split is within ``max_drop``
-    (0.2 points) of the float model's. Returns (path or None, float accuracy, int8 accuracy).
+    (a fraction: 0.01 is one point) of the float model's. Returns (path or None, float
+    accuracy, int8 accuracy).
     """
     from captcha_ocr.evaluate import evaluate
 
     run_dir = Path(run_dir)
     spec, _, _ = load_run_config(run_dir)
-    float_path = run_dir / ONNX_FILE
-    if not float_path.is_file():
-        raise CaptchaOCRError(
-            f"{run_dir} has no {ONNX_FILE}; export it first: captcha-ocr export {run_dir}"
-        )
+    float_path = resolve_model_path(run_dir)  # with the error that says how to export
     for name in ("train.csv", "val.csv"):
         if not (run_dir / name).is_file():
             raise CaptchaOCRError(

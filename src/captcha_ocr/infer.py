@@ -1,14 +1,13 @@
 """Read captchas with an exported model: ONNX Runtime + NumPy + Pillow, never TensorFlow.
 
 A :class:`Reader` is preprocessing (:func:`captcha_ocr.images.load_image`) + the ONNX model +
-CTC decoding (:mod:`captcha_ocr.charset`). The ONNX file carries its own charset, input size and
+CTC decoding (:mod:`captcha_ocr.decode`). The ONNX file carries its own charset, input size and
 blank index in its metadata, so a lone ``model.onnx`` is enough to read with.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,19 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_ocr.charset import (
-    Charset,
-    allowed_mask,
-    beam_search_decode,
-    greedy_decode_batch,
-    restrict,
-)
-from captcha_ocr.config import ModelSpec, from_dict
+from captcha_ocr.charset import Charset
+from captcha_ocr.config import ModelSpec
+from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_batch, restrict
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
+from captcha_ocr.metadata import EXPORT_AGAIN, spec_from_metadata
 
 ONNX_FILE = "model.onnx"
-METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
 
 
 @dataclass(frozen=True)
@@ -60,30 +54,6 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
     if not path.exists():
         raise CaptchaOCRError(f"model {path} not found (give a run folder or an .onnx file)")
     return path
-
-
-def read_spec(metadata: dict[str, str], source: str) -> ModelSpec:
-    """Parse our ModelSpec from ONNX metadata (as JSON data, never as code)."""
-    if METADATA_KEY not in metadata:
-        raise CaptchaOCRError(
-            f"{source} has no captcha-ocr metadata; export it with: captcha-ocr export RUN_DIR"
-        )
-    redo = "export the model again with: captcha-ocr export RUN_DIR"
-    try:
-        data = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError:
-        raise CaptchaOCRError(f"{source}: captcha-ocr metadata is not valid JSON; {redo}") from None
-    try:
-        spec = from_dict(ModelSpec, data, prefix="metadata.")
-        Charset(spec.charset)  # validates: non-empty, no repeats
-    except CaptchaOCRError as error:
-        raise CaptchaOCRError(f"{source}: bad captcha-ocr metadata ({error}); {redo}") from None
-    if spec.blank_index != 0 or spec.channels not in (1, 3) or min(spec.height, spec.width) < 1:
-        raise CaptchaOCRError(
-            f"{source}: captcha-ocr metadata is inconsistent (blank_index {spec.blank_index}, "
-            f"input {spec.height}x{spec.width}x{spec.channels}); {redo}"
-        )
-    return spec
 
 
 class Reader:
@@ -128,21 +98,20 @@ class Reader:
                 f"{path} is not a readable ONNX model: {first_line[:300]}"
             ) from None
         metadata = session.get_modelmeta().custom_metadata_map
-        spec = read_spec(metadata, str(path))
+        spec = spec_from_metadata(metadata, str(path))
         expected = [spec.height, spec.width, spec.channels]
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or list(shape[1:]) != expected:
             raise CaptchaOCRError(
                 f"{path}: the model's input {shape} does not match its metadata {expected}; "
-                "export the model again with: captcha-ocr export RUN_DIR"
+                f"{EXPORT_AGAIN}"
             )
         output = session.get_outputs()[0].shape
         classes = output[-1] if len(output) == 3 else None
         if len(output) != 3 or (isinstance(classes, int) and classes != spec.num_classes):
             raise CaptchaOCRError(
                 f"{path}: the model's output {output} does not match the {spec.num_classes} "
-                "classes (charset + blank) of its metadata; export the model again with: "
-                "captcha-ocr export RUN_DIR"
+                f"classes (charset + blank) of its metadata; {EXPORT_AGAIN}"
             )
         return cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
 

@@ -48,7 +48,7 @@ import numpy as np
 from keras import ops
 
 from captcha_ocr.augment import augment_batch
-from captcha_ocr.charset import Charset, ctc_steps_needed, greedy_decode_batch
+from captcha_ocr.charset import Charset, ctc_steps_needed
 from captcha_ocr.config import (
     CONFIG_FILE,
     ModelSpec,
@@ -67,6 +67,7 @@ from captcha_ocr.data import (
     split_samples,
     write_samples_csv,
 )
+from captcha_ocr.decode import greedy_decode_batch
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path, write_text_atomic
 from captcha_ocr.metrics import error_rates

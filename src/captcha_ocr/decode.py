@@ -1,0 +1,108 @@
+"""CTC decoding: greedy (best path) and prefix beam search, and restricting the output to
+some characters. Input is log-probabilities ``(T, C)`` or ``(B, T, C)`` with the blank at class
+:data:`~captcha_ocr.charset.BLANK`; output is collapsed classes and a probability.
+
+NumPy only, so that reading captchas never needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from captcha_ocr.charset import BLANK, Charset
+from captcha_ocr.errors import CaptchaOCRError
+
+
+def allowed_mask(charset: Charset, allowed_chars: str | None) -> np.ndarray | None:
+    """Boolean mask over classes that keeps the blank and the allowed characters."""
+    if allowed_chars is None:
+        return None
+    charset.check_known(allowed_chars, "allowed_chars")
+    mask = np.zeros(charset.num_classes, dtype=bool)
+    mask[BLANK] = True
+    for c in allowed_chars:
+        mask[charset.encode(c)[0]] = True
+    return mask
+
+
+def restrict(log_probs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Renormalise log-probabilities ``(..., C)`` over the allowed classes only."""
+    if mask is None:
+        return log_probs
+    masked = np.where(mask, log_probs, -np.inf)
+    return masked - _logsumexp(masked, axis=-1, keepdims=True)
+
+
+def greedy_decode(log_probs: np.ndarray) -> tuple[list[int], float]:
+    """Best path decoding of one sequence ``(T, C)`` of log-probabilities.
+
+    Returns the collapsed classes and the probability of the best path (the product of the
+    per-step maxima): a fast, slightly pessimistic estimate of the text's probability.
+    """
+    best = log_probs.argmax(axis=-1)
+    path_log_prob = float(log_probs[np.arange(len(best)), best].sum())
+    classes = [int(c) for i, c in enumerate(best) if c != BLANK and (i == 0 or c != best[i - 1])]
+    return classes, float(np.exp(path_log_prob))
+
+
+def greedy_decode_batch(log_probs: np.ndarray) -> list[tuple[list[int], float]]:
+    """:func:`greedy_decode` over a batch ``(B, T, C)``, vectorised."""
+    best = log_probs.argmax(axis=-1)  # (B, T)
+    path_log_probs = np.take_along_axis(log_probs, best[..., None], axis=-1)[..., 0].sum(axis=1)
+    keep = best != BLANK
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    return [
+        ([int(c) for c in row[k]], float(np.exp(p)))
+        for row, k, p in zip(best, keep, path_log_probs)
+    ]
+
+
+def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[list[int], float]:
+    """CTC prefix beam search over one sequence ``(T, C)`` of log-probabilities.
+
+    Returns the most probable collapsed class sequence and its probability summed over all
+    the paths that collapse to it (within the beam): the model's probability of the text.
+    """
+    if beam_width < 1:
+        raise CaptchaOCRError("beam_width must be >= 1")
+    neg_inf = -np.inf
+    # Each prefix keeps two log-probabilities: paths ending in a blank, and in its last class.
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg_inf)}
+    num_classes = log_probs.shape[1]
+    for step in log_probs:
+        # Only the likeliest classes at this step can extend a beam into the top beam_width.
+        candidates = np.argsort(step)[::-1][: min(num_classes, beam_width + 1)]
+        following: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (p_blank, p_last) in beams.items():
+            p_total = np.logaddexp(p_blank, p_last)
+            for c in candidates:
+                p = float(step[c])
+                if p == neg_inf:
+                    continue
+                if c == BLANK:
+                    _add(following, prefix, p_total + p, neg_inf)
+                elif prefix and prefix[-1] == c:
+                    _add(following, prefix, neg_inf, p_last + p)  # repeat, no blank: same prefix
+                    _add(following, (*prefix, int(c)), neg_inf, p_blank + p)  # blank between: new
+                else:
+                    _add(following, (*prefix, int(c)), neg_inf, p_total + p)
+        ranked = sorted(following.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        beams = {prefix: (b, last) for prefix, (b, last) in ranked[:beam_width]}
+    best_prefix, (p_blank, p_last) = max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))
+    return list(best_prefix), float(np.exp(np.logaddexp(p_blank, p_last)))
+
+
+def _add(
+    beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], blank: float, last: float
+) -> None:
+    """Add path probabilities (log) ending in a blank / in the last class to ``prefix``."""
+    entry = beams.setdefault(prefix, [-np.inf, -np.inf])
+    entry[0] = np.logaddexp(entry[0], blank)
+    entry[1] = np.logaddexp(entry[1], last)
+
+
+def _logsumexp(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    peak = np.max(x, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    out = np.log(np.sum(np.exp(x - peak), axis=axis, keepdims=True)) + peak
+    return out if keepdims else np.squeeze(out, axis=axis)
