@@ -114,7 +114,7 @@ def test_parity_check_fails_loudly_when_outputs_differ(trained_run: Path, tmp_pa
 
 def test_export_command_matches_keras(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
     from captcha_ocr.export import check_parity
-    from captcha_ocr.train import load_best_model
+    from captcha_ocr.model import load_best_model
 
     before = (trained_run / "model.onnx").stat().st_mtime_ns
     assert main(["export", str(trained_run)]) == 0

@@ -26,8 +26,9 @@ from captcha_ocr.charset import (
 from captcha_ocr.config import ModelSpec, from_dict
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
+from captcha_ocr.progress import progress_bar
+from captcha_ocr.runfolder import ONNX_FILE
 
-ONNX_FILE = "model.onnx"
 METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
 
 
@@ -195,12 +196,10 @@ class Reader:
         With ``skip_errors``, an unreadable image gives a Prediction with ``error`` set;
         otherwise it raises :class:`~captcha_ocr.images.ImageLoadError`.
         """
-        from tqdm import tqdm
-
         if batch_size < 1:
             raise CaptchaOCRError(f"batch_size must be >= 1 (got {batch_size})")
         predictions: list[Prediction] = []
-        with tqdm(total=len(images), desc="reading", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(images), desc="reading", unit="img", enabled=progress) as bar:
             for chunk in self._decoded_chunks(images, batch_size):
                 good = [i for i, item in enumerate(chunk) if isinstance(item, np.ndarray)]
                 results: list[Prediction] = []
