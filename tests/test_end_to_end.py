@@ -44,6 +44,8 @@ def test_run_folder_describes_itself(trained_run: Path, synth_dir: Path) -> None
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]), "the training loss did not go down"
+    for row in rows:  # the share of validation captchas read exactly right
+        assert float(row["val_acc"]) == pytest.approx(1 - float(row["val_wer"]))
     train_rows = (trained_run / "train.csv").read_text().splitlines()[1:]
     val_rows = (trained_run / "val.csv").read_text().splitlines()[1:]
     assert len(train_rows) + len(val_rows) == 200 and len(val_rows) == 20

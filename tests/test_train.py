@@ -212,3 +212,73 @@ def test_patience_is_at_least_400_steps_on_small_sets(tmp_path: Path) -> None:
     monitor, model = _ScriptedMonitor.make(tmp_path, scores, steps_per_epoch=5, patience=40)
     assert monitor.patience_epochs() == 80
     assert _epochs_until_stop(monitor, model, len(scores)) == 81
+
+
+def _interrupt_pretraining(monkeypatch: pytest.MonkeyPatch, hook: str) -> None:
+    """Ctrl-C inside the pre-training, right after ``EpochMonitor.<hook>`` ran: after its
+    first epoch's files are saved (on_epoch_end), or in its first batch (on_train_batch_end)."""
+    from captcha_ocr.fit import EpochMonitor
+
+    original = getattr(EpochMonitor, hook)
+
+    def interrupt(self, index, logs=None):
+        original(self, index, logs)
+        if self.run_dir.name == "pretrain":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochMonitor, hook, interrupt)
+
+
+def test_ctrl_c_during_pretraining_stops_the_run_and_resume_goes_on(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captcha_ocr.train import train
+
+    config = _config(epochs=2, pretrain="synth", pretrain_images=40, pretrain_epochs=3)
+    _interrupt_pretraining(monkeypatch, "on_epoch_end")
+    with pytest.raises(KeyboardInterrupt):
+        train(synth_dir, tmp_path, config, progress=False)
+    monkeypatch.undo()
+    run = (tmp_path / "latest").resolve()
+    assert _epochs(run / "pretrain") == [1]
+    assert not (run / "history.csv").exists()  # no fine-tuning after Ctrl-C
+
+    resumed = train(None, tmp_path, resume=run, progress=False)
+    assert _epochs(run / "pretrain") == [1, 2, 3]  # the pre-training went on, then fine-tuning
+    assert _epochs(run) == [1, 2] and "budget" in resumed.state.stop_reason
+
+
+def test_ctrl_c_before_the_first_pretraining_epoch_ends(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from captcha_ocr.cli import main
+
+    argv = ["train", str(synth_dir), "--out", str(tmp_path), "--preset", "tiny", "--quiet"]
+    argv += ["--epochs", "1", "--pretrain", "synth", "--pretrain-images", "40"]
+    argv += ["--pretrain-epochs", "1", "--seed", "1"]
+    _interrupt_pretraining(monkeypatch, "on_train_batch_end")
+    assert main(argv) == 130  # an interrupted run, not an error
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "nothing to keep" not in err and "Traceback" not in err
+    run = (tmp_path / "latest").resolve()
+    assert f"captcha-ocr train --resume {run}" in err
+    assert not (run / "pretrain" / "model.keras").exists()
+
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert _epochs(run / "pretrain") == [1] and _epochs(run) == [1]
+    assert (run / "model.onnx").is_file()
+
+
+def test_train_scans_the_data_once(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    from captcha_ocr.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    shutil.copy(next(synth_dir.glob("*.png")), data / "zz-x.png")
+    argv = ["train", str(data), "--out", str(tmp_path / "runs"), "--preset", "tiny"]
+    argv += ["--label-pattern", r"^(?P<label>[a-d1-4]+)(?:_\d+)?$", "--width", "16"]
+    assert main([*argv, "--height", "16", "--quiet"]) == 2  # labels too long: stops early
+    err = capsys.readouterr().err
+    assert "CTC steps" in err
+    assert err.count("did not match the label pattern") == 1, err
