@@ -118,3 +118,12 @@ def test_drawing_and_the_budget_rules_import_no_keras() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_doctests_of_the_keras_free_training_modules() -> None:
+    import doctest
+
+    from captcha_ocr import epochs, progress, runfolder
+
+    for module in (epochs, progress, runfolder):
+        assert doctest.testmod(module).failed == 0

@@ -186,8 +186,12 @@ def train(
         strategy=strategy,
     )
     if not (run.run_dir / BEST_MODEL).is_file():
+        again = ""
+        if run.config.pretrain == "synth":  # the pre-training is kept: resuming reuses it
+            again = f" but its pre-training; go on with: captcha-ocr train --resume {run.run_dir}"
         raise CaptchaOCRError(
             f"training stopped before the first epoch ended; nothing to keep in {run.run_dir}"
+            + again
         )
     return result
 
