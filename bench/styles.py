@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, command_line, machine, table, update_section
 
 from captcha_ocr.config import resolve_train_config
-from captcha_ocr.data import find_samples, synthesize
+from captcha_ocr.data import find_samples
 from captcha_ocr.evaluate import evaluate
 from captcha_ocr.export import export_run
 from captcha_ocr.infer import Reader
+from captcha_ocr.synth import synthesize
 from captcha_ocr.train import train
 
 

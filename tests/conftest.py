@@ -17,7 +17,7 @@ SYNTH_CHARSET = "abcd1234"
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~200 labeled captchas with labels of 3 to 5 characters."""
-    from captcha_ocr.data import synthesize
+    from captcha_ocr.synth import synthesize
 
     folder = tmp_path_factory.mktemp("synth")
     synthesize(folder, 200, charset=SYNTH_CHARSET, lengths=(3, 5), size=SYNTH_SIZE, seed=7)

@@ -13,22 +13,24 @@ from captcha_ocr.data import (
     Sample,
     collect_samples,
     compile_label_pattern,
-    estimate_colours,
     find_samples,
     label_from_name,
     load_samples,
     most_common_size,
-    parse_length_range,
-    parse_size,
     read_labels_file,
     scan_folder,
     split_samples,
-    synth_safe_chars,
-    synthesize,
     write_samples_csv,
 )
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.sizes import ImageSize
+from captcha_ocr.synth import (
+    estimate_colours,
+    parse_length_range,
+    parse_size,
+    synth_safe_chars,
+    synthesize,
+)
 
 
 def write_png(path: Path, size=(20, 10), value=128) -> Path:

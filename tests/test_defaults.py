@@ -21,7 +21,7 @@ def test_every_serve_setting_is_a_flag_with_its_default() -> None:
 
 
 def test_synth_draws_from_the_default_charset() -> None:
-    from captcha_ocr.data import synthesize
+    from captcha_ocr.synth import synthesize
 
     assert build_parser().parse_args(["synth", "out"]).charset == DEFAULT_CHARSET
     assert inspect.signature(synthesize).parameters["charset"].default == DEFAULT_CHARSET

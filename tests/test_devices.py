@@ -46,7 +46,7 @@ def test_two_devices_take_half_a_batch_each_and_match_one_device() -> None:
     result = run_python(
         """
         import numpy as np, keras
-        from captcha_ocr.train import distribution_strategy, split_batch, train_step
+        from captcha_ocr.devices import distribution_strategy, split_batch, train_step
 
         strategy = distribution_strategy(2)
         assert strategy.num_replicas_in_sync == 2
@@ -122,7 +122,7 @@ def test_devices_after_tensorflow_started_is_a_clear_error() -> None:
         """
         import tensorflow as tf
         from captcha_ocr.errors import CaptchaOCRError
-        from captcha_ocr.train import distribution_strategy
+        from captcha_ocr.devices import distribution_strategy
 
         tf.constant(1.0)  # TensorFlow has started its devices: one CPU
         try:
@@ -138,7 +138,7 @@ def test_devices_after_tensorflow_started_is_a_clear_error() -> None:
 def test_more_devices_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import tensorflow as tf
 
-    from captcha_ocr.train import distribution_strategy
+    from captcha_ocr.devices import distribution_strategy
 
     real = tf.config.list_physical_devices
     monkeypatch.setattr(

@@ -44,6 +44,8 @@ def test_run_folder_describes_itself(trained_run: Path, synth_dir: Path) -> None
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]), "the training loss did not go down"
+    for row in rows:  # the share of validation captchas read exactly right
+        assert float(row["val_acc"]) == pytest.approx(1 - float(row["val_wer"]))
     train_rows = (trained_run / "train.csv").read_text().splitlines()[1:]
     val_rows = (trained_run / "val.csv").read_text().splitlines()[1:]
     assert len(train_rows) + len(val_rows) == 200 and len(val_rows) == 20
@@ -114,7 +116,7 @@ def test_parity_check_fails_loudly_when_outputs_differ(trained_run: Path, tmp_pa
 
 def test_export_command_matches_keras(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
     from captcha_ocr.export import check_parity
-    from captcha_ocr.train import load_best_model
+    from captcha_ocr.model import load_best_model
 
     before = (trained_run / "model.onnx").stat().st_mtime_ns
     assert main(["export", str(trained_run)]) == 0

@@ -986,7 +986,7 @@ def test_train_refuses_before_training(
 def test_train_detects_a_full_disk_or_an_unwritable_run_folder_first(
     synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from captcha_ocr import train as train_module
+    from captcha_ocr import runfolder
 
     data = tmp_path / "data"
     copy_synth(synth_dir, data)
@@ -995,7 +995,7 @@ def test_train_detects_a_full_disk_or_an_unwritable_run_folder_first(
     fails(train_argv(data, blocker / "runs"), capsys, "cannot write to", "choose another --out")
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda _: usage(10**9, 0, 2_000_000))
+    monkeypatch.setattr(runfolder.shutil, "disk_usage", lambda _: usage(10**9, 0, 2_000_000))
     runs = tmp_path / "runs"
     fails(train_argv(data, runs), capsys, "only 2 MB free", "free some space")
     assert list(runs.iterdir()) == []  # no run folder, no file written
@@ -1085,7 +1085,7 @@ def lambda_model(marker: Path):
 def test_keras_files_load_in_safe_mode_only(
     synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from captcha_ocr.train import load_best_model
+    from captcha_ocr.model import load_best_model
 
     marker = tmp_path / "ran"
     run = fake_run(tmp_path / "run", synth_dir)

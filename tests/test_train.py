@@ -27,7 +27,7 @@ def _epochs(run_dir: Path) -> list[int]:
 def test_ctc_loss_ignores_padding_and_reads_true_lengths() -> None:
     import keras
 
-    from captcha_ocr.train import CTCLoss
+    from captcha_ocr.fit import CTCLoss
 
     rng = np.random.default_rng(0)
     log_probs = np.log(rng.dirichlet(np.ones(5), size=(2, 12))).astype(np.float32)
@@ -86,16 +86,17 @@ def test_interrupt_keeps_best_and_resume_continues(
 ) -> None:
     from captcha_ocr import train as train_module
     from captcha_ocr.export import export_run
+    from captcha_ocr.fit import EpochMonitor
     from captcha_ocr.infer import Reader
 
-    original = train_module.EpochMonitor.on_epoch_end
+    original = EpochMonitor.on_epoch_end
 
     def interrupt_in_third_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module.EpochMonitor, "on_epoch_end", interrupt_in_third_epoch)
+    monkeypatch.setattr(EpochMonitor, "on_epoch_end", interrupt_in_third_epoch)
     result = train_module.train(synth_dir, tmp_path, _config(epochs=5), progress=False)
     monkeypatch.undo()
     assert "interrupted" in result.state.stop_reason
@@ -145,7 +146,7 @@ def test_unwritable_run_folder_is_detected_before_training(synth_dir: Path, tmp_
     ],
 )
 def test_default_budget_scales_with_the_data(images: int, epochs: int) -> None:
-    from captcha_ocr.train import AUTO_STEPS_RANGE, auto_epochs
+    from captcha_ocr.epochs import AUTO_STEPS_RANGE, auto_epochs
 
     assert auto_epochs(images, 32) == epochs
     steps = epochs * max(1, images // 32)
@@ -162,8 +163,9 @@ class _ScriptedMonitor:
     ):
         from captcha_ocr.config import ModelSpec
         from captcha_ocr.data import Sample
+        from captcha_ocr.fit import CTCLoss, EpochMonitor, PreparedData, make_optimizer
         from captcha_ocr.model import build_model
-        from captcha_ocr.train import CTCLoss, EpochMonitor, PreparedData, RunState, make_optimizer
+        from captcha_ocr.runfolder import RunState
 
         spec = ModelSpec("tiny", "ab", height=16, width=32, channels=1, max_label_length=2)
         config = _config(epochs=1000, patience=patience)
@@ -178,7 +180,7 @@ class _ScriptedMonitor:
         class Monitor(EpochMonitor):
             def validate(self):
                 loss, cer = next(script)
-                return loss, cer, cer
+                return {"val_loss": loss, "val_cer": cer, "val_wer": cer, "val_acc": 1.0 - cer}
 
         monitor = Monitor(data, config, tmp_path, RunState(), [], steps_per_epoch, False)
         monitor.set_model(model)
@@ -202,7 +204,7 @@ def test_early_stopping_waits_while_ctc_is_on_the_blank_plateau(tmp_path: Path) 
     monitor, model = _ScriptedMonitor.make(tmp_path, scores, steps_per_epoch=100, patience=3)
     assert monitor.patience_epochs() == 4  # 400 steps at least: 4 epochs of 100
     assert _epochs_until_stop(monitor, model, len(scores)) == 35  # 4 epochs after epoch 31
-    assert "early stop" in monitor.state.stop_reason and monitor.state.improved_epoch == 31
+    assert "early stop" in monitor.state.stop_reason and monitor.state.record_epoch == 31
 
 
 def test_patience_is_at_least_400_steps_on_small_sets(tmp_path: Path) -> None:
@@ -210,3 +212,73 @@ def test_patience_is_at_least_400_steps_on_small_sets(tmp_path: Path) -> None:
     monitor, model = _ScriptedMonitor.make(tmp_path, scores, steps_per_epoch=5, patience=40)
     assert monitor.patience_epochs() == 80
     assert _epochs_until_stop(monitor, model, len(scores)) == 81
+
+
+def _interrupt_pretraining(monkeypatch: pytest.MonkeyPatch, hook: str) -> None:
+    """Ctrl-C inside the pre-training, right after ``EpochMonitor.<hook>`` ran: after its
+    first epoch's files are saved (on_epoch_end), or in its first batch (on_train_batch_end)."""
+    from captcha_ocr.fit import EpochMonitor
+
+    original = getattr(EpochMonitor, hook)
+
+    def interrupt(self, index, logs=None):
+        original(self, index, logs)
+        if self.run_dir.name == "pretrain":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochMonitor, hook, interrupt)
+
+
+def test_ctrl_c_during_pretraining_stops_the_run_and_resume_goes_on(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captcha_ocr.train import train
+
+    config = _config(epochs=1, pretrain="synth", pretrain_images=40, pretrain_epochs=2)
+    _interrupt_pretraining(monkeypatch, "on_epoch_end")
+    with pytest.raises(KeyboardInterrupt):
+        train(synth_dir, tmp_path, config, progress=False)
+    monkeypatch.undo()
+    run = (tmp_path / "latest").resolve()
+    assert _epochs(run / "pretrain") == [1]
+    assert not (run / "history.csv").exists()  # no fine-tuning after Ctrl-C
+
+    resumed = train(None, tmp_path, resume=run, progress=False)
+    assert _epochs(run / "pretrain") == [1, 2]  # the pre-training went on, then fine-tuning
+    assert _epochs(run) == [1] and "budget" in resumed.state.stop_reason
+
+
+def test_ctrl_c_before_the_first_pretraining_epoch_ends(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from captcha_ocr.cli import main
+
+    argv = ["train", str(synth_dir), "--out", str(tmp_path), "--preset", "tiny", "--quiet"]
+    argv += ["--epochs", "1", "--pretrain", "synth", "--pretrain-images", "40"]
+    argv += ["--pretrain-epochs", "1", "--seed", "1"]
+    _interrupt_pretraining(monkeypatch, "on_train_batch_end")
+    assert main(argv) == 130  # an interrupted run, not an error
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "nothing to keep" not in err and "Traceback" not in err
+    run = (tmp_path / "latest").resolve()
+    assert f"captcha-ocr train --resume {run}" in err
+    assert not (run / "pretrain" / "model.keras").exists()
+
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert _epochs(run / "pretrain") == [1] and _epochs(run) == [1]
+    assert (run / "model.onnx").is_file()
+
+
+def test_train_scans_the_data_once(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    from captcha_ocr.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    shutil.copy(next(synth_dir.glob("*.png")), data / "zz-x.png")
+    argv = ["train", str(data), "--out", str(tmp_path / "runs"), "--preset", "tiny"]
+    argv += ["--label-pattern", r"^(?P<label>[a-d1-4]+)(?:_\d+)?$", "--width", "16"]
+    assert main([*argv, "--height", "16", "--quiet"]) == 2  # labels too long: stops early
+    err = capsys.readouterr().err
+    assert "CTC steps" in err
+    assert err.count("did not match the label pattern") == 1, err

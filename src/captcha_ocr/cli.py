@@ -18,7 +18,10 @@ from captcha_ocr.charset import DEFAULT_CHARSET
 from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ServeSettings
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.presets import PRESETS, get_preset
+from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE
 from captcha_ocr.sizes import ImageSize
+
+DEFAULT_RUNS_DIR = "runs"
 
 log = logging.getLogger("captcha_ocr")
 
@@ -68,7 +71,7 @@ def _image_paths(items: Sequence[str]) -> list[str]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from captcha_ocr.data import parse_length_range, parse_size, synthesize
+    from captcha_ocr.synth import parse_length_range, parse_size, synthesize
 
     samples = synthesize(
         args.out_dir,
@@ -170,6 +173,16 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+# What --resume can change in a run; every other train flag would be silently ignored.
+RESUME_FLAGS = ("resume", "epochs", "devices", "quiet")
+
+
+def _flags_given(args: argparse.Namespace, parser_defaults: dict) -> list[str]:
+    """The train flags (and DATA) given on the command line, as the user wrote them."""
+    given = [key for key, default in parser_defaults.items() if getattr(args, key) != default]
+    return ["DATA" if key == "data" else "--" + key.replace("_", "-") for key in given]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from captcha_ocr.config import load_yaml, resolve_train_config
 
@@ -177,27 +190,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CaptchaOCRError(
             "give DATA (a folder of labeled images or a CSV), or --resume RUN_DIR"
         )
-    if args.resume is None:
-        # Check the data and config before the (slow) TensorFlow import.
+    samples = config = None
+    if args.resume is not None:
+        others = {k: v for k, v in args.train_defaults.items() if k not in RESUME_FLAGS}
+        refused = _flags_given(args, others)
+        if refused:
+            raise CaptchaOCRError(
+                f"--resume continues a run with its own data and settings; {', '.join(refused)} "
+                "cannot change them (only --epochs and --devices can): drop "
+                f"{'it' if len(refused) == 1 else 'them'}, or train a new run"
+            )
+    else:
+        # Check the data and config before the (slow) TensorFlow import; the samples found
+        # go to training, so the folder is scanned (and its warnings printed) once.
         from captcha_ocr.data import find_samples
 
         file_overrides = load_yaml(args.config) if args.config else {}
         config = resolve_train_config("default", file_overrides, _train_overrides(args))
-        find_samples(args.data, config.label_pattern, config.ignore_case)
-    else:
-        config = None
+        samples = find_samples(args.data, config.label_pattern, config.ignore_case)
     log.info("loading TensorFlow ...")
     from captcha_ocr.export import export_run
     from captcha_ocr.train import train
 
     result = train(
         args.data,
-        args.out,
+        args.out or DEFAULT_RUNS_DIR,
         config,
         resume=args.resume,
         progress=not args.quiet,
         resume_epochs=args.epochs if args.resume else None,
         resume_devices=args.devices if args.resume else None,
+        samples=samples,
     )
     log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
     onnx_path = export_run(result.run_dir)
@@ -371,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "data", metavar="DATA", nargs="?", help="folder of labeled images, or a path,label CSV"
     )
-    p.add_argument("--out", default="runs", help="where run folders are made (default runs)")
+    p.add_argument("--out", help=f"where run folders are made (default {DEFAULT_RUNS_DIR})")
     p.add_argument("--preset", help="network: default, reference or tiny (default: default)")
     p.add_argument(
         "--epochs",
@@ -411,13 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue an interrupted run (with --epochs: a new epoch budget)",
+        help="continue an interrupted run with its own settings (only --epochs, a new epoch "
+        "budget, and --devices can change)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_label_options(p)
     p.add_argument(
         "--strict", action="store_true", help="unreadable images are an error, not a skip"
     )
+    # Every train option's default, so --resume can tell which ones were given.
+    p.set_defaults(train_defaults={a.dest: a.default for a in p._actions if a.dest != "help"})
 
     p = add(
         "inspect",
@@ -451,12 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_options(p)
     _add_label_options(p)
 
-    p = add("export", "export a run's best model to RUN_DIR/model.onnx (checks parity)", cmd_export)
+    p = add(
+        "export", f"export a run's best model to RUN_DIR/{ONNX_FILE} (checks parity)", cmd_export
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
         "--int8",
         action="store_true",
-        help="also write model.int8.onnx, kept only if its validation accuracy is within "
+        help=f"also write {INT8_ONNX_FILE}, kept only if its validation accuracy is within "
         f"{_INT8_POINTS} of the float model",
     )
 

@@ -23,9 +23,8 @@ from captcha_ocr import __version__
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.presets import PRESETS, get_preset
+from captcha_ocr.runfolder import CONFIG_FILE
 from captcha_ocr.sizes import ImageSize
-
-CONFIG_FILE = "configs.yaml"
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,20 @@ def validate_train_config(config: TrainConfig) -> None:
         (config.height is None or config.height >= 8, "height must be >= 8"),
         (config.width is None or config.width >= 8, "width must be >= 8"),
         (config.patience >= 1, "patience must be >= 1"),
+        (config.weight_decay >= 0, "weight_decay must be >= 0"),
+        (config.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+        (config.plateau_patience >= 1, "plateau_patience must be >= 1"),
+        (0 < config.plateau_factor < 1, "plateau_factor must be between 0 and 1 (the cut)"),
+        (
+            config.time_limit is None or config.time_limit > 0,
+            "time_limit must be > 0 seconds (leave it out for no limit)",
+        ),
         (config.pretrain in (None, "synth"), "pretrain must be 'synth' or empty"),
+        (
+            config.pretrain_images >= 2,
+            "pretrain_images must be >= 2 (a training and a validation captcha at least)",
+        ),
+        (config.pretrain_epochs >= 1, "pretrain_epochs must be >= 1"),
         (0 <= config.augment.probability <= 1, "augment.probability must be between 0 and 1"),
     ]
     for ok, message in checks:

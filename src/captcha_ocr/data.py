@@ -1,38 +1,36 @@
-"""Labeled samples: scan a folder or read a CSV, split them, load their pixels, synthesize more.
+"""Labeled samples: scan a folder or read a CSV, split them, load their pixels, check labels.
 
-No TensorFlow here: the training input pipeline that wraps these arrays lives in ``train``.
+No TensorFlow here: the training input pipeline that wraps these arrays lives in ``fit``;
+synthetic captchas are drawn by ``synth``.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import csv
 import io
 import logging
 import os
-import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFont
 
-from captcha_ocr.charset import DEFAULT_CHARSET
+from captcha_ocr.charset import Charset, ctc_steps_needed
 from captcha_ocr.errors import CaptchaOCRError
-from captcha_ocr.files import atomic_path, write_text_atomic
+from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import (
     IMAGE_SUFFIXES,
     ImageLoadError,
-    border_colour,
     image_size,
     is_image_path,
     load_image,
 )
 from captcha_ocr.presets import get_preset
+from captcha_ocr.progress import progress_bar
 from captcha_ocr.sizes import ImageSize
 
 log = logging.getLogger(__name__)
@@ -315,7 +313,6 @@ def load_samples(
     progress: bool = False,
 ) -> LoadedImages:
     """Decode every sample's image in parallel; report (or, with ``strict``, raise on) failures."""
-    from tqdm import tqdm
 
     def read(sample: Sample) -> np.ndarray | str:
         try:
@@ -326,12 +323,12 @@ def load_samples(
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         results = list(
-            tqdm(
+            progress_bar(
                 pool.map(read, samples),
                 total=len(samples),
                 desc="loading images",
                 unit="img",
-                disable=not progress,
+                enabled=progress,
                 leave=False,
             )
         )
@@ -354,177 +351,31 @@ def load_samples(
     return LoadedImages(images, [s for s, _ in kept], failed)
 
 
-# --- synthetic captchas --------------------------------------------------------------------
-
-
-def parse_length_range(text: str) -> tuple[int, int]:
-    """``"5"`` -> (5, 5); ``"4-6"`` -> (4, 6)."""
-    try:
-        low, _, high = text.partition("-")
-        lengths = int(low), int(high or low)
-    except ValueError:
-        raise CaptchaOCRError(f"--length must look like 5 or 4-6, got {text!r}") from None
-    if not 1 <= lengths[0] <= lengths[1]:
-        raise CaptchaOCRError(f"--length {text!r}: need 1 <= min <= max")
-    return lengths
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"200x50"`` -> (200, 50) as (width, height)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise CaptchaOCRError(f"size must look like WIDTHxHEIGHT (e.g. 200x50), got {text!r}")
-    width, height = int(match[1]), int(match[2])
-    if width < 16 or height < 16:
-        raise CaptchaOCRError(f"size {text!r} is too small; use at least 16x16")
-    return width, height
-
-
-class _SeededSecrets:
-    """Stands in for the ``secrets`` module inside ``captcha.image``, which draws from the
-    OS entropy pool and so cannot be seeded; with this, ``synth --seed`` is reproducible."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-
-    def randbelow(self, n: int) -> int:
-        return self._rng.randrange(n)
-
-    def randbits(self, k: int) -> int:
-        return self._rng.getrandbits(k)
-
-    def choice(self, seq):
-        return self._rng.choice(seq)
-
-
-@contextlib.contextmanager
-def _seeded_captcha(seed: int) -> Iterator[None]:
-    try:
-        import captcha.image as captcha_image
-    except ImportError:
-        raise CaptchaOCRError(
-            "synth needs the 'captcha' package: pip install 'captcha-ocr[train]'"
-        ) from None
-    original = captcha_image.secrets
-    captcha_image.secrets = _SeededSecrets(random.Random(seed))
-    try:
-        yield
-    finally:
-        captcha_image.secrets = original
-
-
-UNSAFE_IN_FILE_NAMES = set('/\\:*?"<>|._ ')
-
-
-def synth_safe_chars(charset: str) -> str:
-    """The characters of ``charset`` that can appear in a synthetic captcha's file name."""
-    return "".join(c for c in charset if c not in UNSAFE_IN_FILE_NAMES and c.isprintable())
-
-
-Colour = tuple[int, int, int]
-
-
-def estimate_colours(samples: Sequence[Sample]) -> tuple[Colour, Colour] | None:
-    """(background, text) colours typical of ``samples``: the median border colour, and the
-    median of each image's darkest (or, on dark backgrounds, lightest) 5 % of pixels."""
-    backgrounds, inks = [], []
-    for sample in samples:
-        try:
-            image = load_image(sample.path, 50, 200, 3).reshape(-1, 3).astype(np.float32)
-        except ImageLoadError:
-            continue
-        background = border_colour(image.reshape(50, 200, 3))
-        brightness = image.mean(axis=1)
-        dark_text = brightness.mean() > 127
-        cut = np.percentile(brightness, 5 if dark_text else 95)
-        ink = image[brightness <= cut] if dark_text else image[brightness >= cut]
-        backgrounds.append(background)
-        inks.append(np.median(ink, axis=0))
-    if not backgrounds:
-        return None
-    bg = tuple(int(v) for v in np.median(backgrounds, axis=0))
-    fg = tuple(int(v) for v in np.median(inks, axis=0))
-    return bg, fg  # type: ignore[return-value]
-
-
-def synthesize(
-    out_dir: str | Path,
-    count: int,
-    charset: str = DEFAULT_CHARSET,
-    lengths: tuple[int, int] = (5, 5),
-    size: tuple[int, int] = (200, 50),
-    seed: int = 0,
-    progress: bool = False,
-    colours: tuple[Colour, Colour] | None = None,
-    fonts: Sequence[str | Path] = (),
-) -> list[Sample]:
-    """Draw ``count`` labeled captchas with the ``captcha`` package into ``out_dir``.
-
-    Files are named ``<label>.png``, or ``<label>_<k>.png`` when a label repeats, which the
-    default label rule reads back. ``colours`` = (background, text) imitates a data set's
-    colours (each image varies them a little); None: the package's random colours.
-    ``fonts``: TrueType files to draw with (each glyph picks one at random); empty: the
-    package's Droid Sans Mono, whose 0 and O differ only in width.
-
-    >>> synthesize("data/synth", 100, seed=1)  # doctest: +SKIP
-    """
-    from tqdm import tqdm
-
-    if count < 1:
-        raise CaptchaOCRError("--count must be >= 1")
-    if not charset or len(set(charset)) != len(charset):
-        raise CaptchaOCRError(f"--charset {charset!r} must be non-empty without repeats")
-    bad = sorted(set(charset) & UNSAFE_IN_FILE_NAMES)
+def check_labels_readable(
+    charset: Charset,
+    samples: Sequence[Sample],
+    time_steps: int | None = None,
+    *,
+    model: str = "the model",
+    hint: str = "check the labels (or --label-pattern), or train a model for longer labels",
+) -> None:
+    """Refuse labels a model can never output: a character outside its ``charset``, or more
+    CTC steps than its ``time_steps`` (None: not checked). Training checks its data with it
+    before it starts (``model`` names the network, ``hint`` says what to change), evaluation
+    its labeled set (scores against such labels would mean nothing)."""
+    bad = [(s, charset.unknown(s.label)) for s in samples if charset.unknown(s.label)]
     if bad:
+        chars = "".join(sorted(set("".join(u for _, u in bad))))
         raise CaptchaOCRError(
-            f"--charset cannot hold {''.join(bad)!r}: they are not safe in file names"
+            f"{len(bad)} label(s) have characters the model cannot output ({chars!r}), e.g. "
+            f"{bad[0][0].label!r} ({bad[0][0].path}); the model's charset is {charset.chars!r}"
+            " (use --ignore-case if only the case differs)"
         )
-    for font in fonts:
-        try:
-            ImageFont.truetype(str(font), 10)
-        except OSError as error:
-            raise CaptchaOCRError(
-                f"--font {font}: not a TrueType/OpenType font file ({error})"
-            ) from None
-    width, height = size
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    seen: collections.Counter[str] = collections.Counter()
-    samples = []
-    with _seeded_captcha(seed):
-        from captcha.image import ImageCaptcha
-
-        # Font sizes follow the image height (the package's defaults suit 60 px).
-        font_sizes = tuple(max(10, int(height * f)) for f in (0.7, 0.8, 0.9))
-        generator = ImageCaptcha(
-            width=width,
-            height=height,
-            fonts=[str(font) for font in fonts] or None,
-            font_sizes=font_sizes,
+    too_long = [s for s in samples if time_steps and ctc_steps_needed(s.label) > time_steps]
+    if too_long:
+        worst = max(too_long, key=lambda s: ctc_steps_needed(s.label))
+        raise CaptchaOCRError(
+            f"{len(too_long)} label(s) are longer than the model can output, e.g. "
+            f"{worst.label!r} ({worst.path}) needs {ctc_steps_needed(worst.label)} CTC steps, "
+            f"but {model} gives {time_steps}; {hint}"
         )
-        for _ in tqdm(range(count), desc="drawing captchas", unit="img", disable=not progress):
-            label = "".join(rng.choice(charset) for _ in range(rng.randint(*lengths)))
-            seen[label] += 1
-            name = label if seen[label] == 1 else f"{label}_{seen[label] - 1}"
-            path = out_dir / f"{name}.png"
-            if colours is None:
-                image = generator.generate_image(label)
-            else:
-                background, ink = (
-                    np.array([np.clip(v + rng.randint(-12, 12), 0, 255) for v in colour])
-                    for colour in colours
-                )
-                # The package pastes each glyph through a mask made from its brightness, so
-                # dark ink (black text, as in most real sets) comes out invisible. Draw white
-                # on black instead and use that as the ink coverage of each pixel.
-                coverage = generator.generate_image(
-                    label, bg_color=(0, 0, 0), fg_color=(255, 255, 255, 255)
-                )
-                alpha = np.asarray(coverage.convert("L"), np.float32)[..., None] / 255.0
-                pixels = background * (1.0 - alpha) + ink * alpha
-                image = Image.fromarray(pixels.round().astype(np.uint8), "RGB")
-            with atomic_path(path) as tmp:
-                image.save(tmp, format="PNG")
-            samples.append(Sample(str(path), label))
-    return samples

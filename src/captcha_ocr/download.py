@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
+from captcha_ocr.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def sha256_of(path: Path) -> str:
 
 def fetch(url: str, path: Path, progress: bool = True, timeout: float = 60.0) -> Path:
     """Download ``url`` (http, https or file) to ``path`` atomically, with a progress bar."""
-    from tqdm import tqdm
-
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("http", "https", "file"):
         raise CaptchaOCRError(f"cannot download {url!r}: only http(s):// and file:// URLs work")
@@ -50,12 +49,12 @@ def fetch(url: str, path: Path, progress: bool = True, timeout: float = 60.0) ->
             total = int(response.headers.get("Content-Length") or 0) or None
             with (
                 open(tmp, "wb") as out,
-                tqdm(
+                progress_bar(
                     total=total,
                     unit="B",
                     unit_scale=True,
                     desc=f"downloading {path.name}",
-                    disable=not progress,
+                    enabled=progress,
                 ) as bar,
             ):
                 received = 0

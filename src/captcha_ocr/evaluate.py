@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from captcha_ocr.charset import Charset, ctc_steps_needed
-from captcha_ocr.data import Sample
+from captcha_ocr.data import Sample, check_labels_readable
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.infer import Reader
@@ -68,29 +67,6 @@ class Report:
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, self.to_json() + "\n")
-
-
-def check_labels_readable(
-    charset: Charset, samples: Sequence[Sample], time_steps: int | None = None
-) -> None:
-    """Labels the model can never output (a character outside its charset, or more CTC steps
-    than its ``time_steps``) make scores meaningless: refuse them."""
-    bad = [(s, charset.unknown(s.label)) for s in samples if charset.unknown(s.label)]
-    if bad:
-        chars = "".join(sorted(set("".join(u for _, u in bad))))
-        raise CaptchaOCRError(
-            f"{len(bad)} label(s) have characters the model cannot output ({chars!r}), e.g. "
-            f"{bad[0][0].label!r} ({bad[0][0].path}); the model's charset is {charset.chars!r}"
-            " (use --ignore-case if only the case differs)"
-        )
-    too_long = [s for s in samples if time_steps and ctc_steps_needed(s.label) > time_steps]
-    if too_long:
-        raise CaptchaOCRError(
-            f"{len(too_long)} label(s) are longer than the model can output, e.g. "
-            f"{too_long[0].label!r} ({too_long[0].path}) needs "
-            f"{ctc_steps_needed(too_long[0].label)} CTC steps and the model has {time_steps}; "
-            "check the labels (or --label-pattern), or train a model for longer labels"
-        )
 
 
 def evaluate(

@@ -22,8 +22,9 @@ from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_confi
 from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
-from captcha_ocr.infer import ONNX_FILE, Reader, resolve_model_path
+from captcha_ocr.infer import Reader, resolve_model_path
 from captcha_ocr.metadata import metadata_from_spec, write_metadata
+from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
 
 log = logging.getLogger(__name__)
 
@@ -157,22 +158,22 @@ def export_int8(
     run_dir = Path(run_dir)
     spec, _, _ = load_run_config(run_dir)
     float_path = resolve_model_path(run_dir)  # with the error that says how to export
-    for name in ("train.csv", "val.csv"):
+    for name in (TRAIN_CSV, VAL_CSV):
         if not (run_dir / name).is_file():
             raise CaptchaOCRError(
                 f"{run_dir} has no {name}: int8 needs it to calibrate and check accuracy"
             )
-    train_samples = read_labels_file(run_dir / "train.csv")
+    train_samples = read_labels_file(run_dir / TRAIN_CSV)
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(train_samples), size=min(256, len(train_samples)), replace=False)
     calibration = load_samples(
         [train_samples[i] for i in chosen], spec.height, spec.width, spec.channels
     ).images
-    int8_path = run_dir / "model.int8.onnx"
-    candidate = run_dir / ".model.int8.candidate.onnx"
+    int8_path = run_dir / INT8_ONNX_FILE
+    candidate = run_dir / f".candidate.{INT8_ONNX_FILE}"
     try:
         quantize_int8(float_path, candidate, spec, calibration)
-        val = read_labels_file(run_dir / "val.csv")
+        val = read_labels_file(run_dir / VAL_CSV)
         float_accuracy = evaluate(Reader.load(float_path), val).accuracy
         int8_accuracy = evaluate(Reader.load(candidate), val).accuracy
         log.info(
@@ -203,13 +204,13 @@ def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
     >>> export_run("runs/20261126-101500")  # doctest: +SKIP
     PosixPath('runs/20261126-101500/model.onnx')
     """
-    from captcha_ocr.train import load_best_model
+    from captcha_ocr.model import load_best_model  # Keras: only an export needs it
 
     run_dir = Path(run_dir)
     spec, _, _ = load_run_config(run_dir)
     model = load_best_model(run_dir)
     check_images = None
-    val_csv = run_dir / "val.csv"
+    val_csv = run_dir / VAL_CSV
     if val_csv.is_file():
         samples = read_labels_file(val_csv)[:parity_images]
         try:

@@ -21,8 +21,8 @@ from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_b
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
 from captcha_ocr.metadata import EXPORT_AGAIN, spec_from_metadata
-
-ONNX_FILE = "model.onnx"
+from captcha_ocr.progress import progress_bar
+from captcha_ocr.runfolder import ONNX_FILE
 
 
 @dataclass(frozen=True)
@@ -164,12 +164,10 @@ class Reader:
         With ``skip_errors``, an unreadable image gives a Prediction with ``error`` set;
         otherwise it raises :class:`~captcha_ocr.images.ImageLoadError`.
         """
-        from tqdm import tqdm
-
         if batch_size < 1:
             raise CaptchaOCRError(f"batch_size must be >= 1 (got {batch_size})")
         predictions: list[Prediction] = []
-        with tqdm(total=len(images), desc="reading", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(images), desc="reading", unit="img", enabled=progress) as bar:
             for chunk in self._decoded_chunks(images, batch_size):
                 good = [i for i, item in enumerate(chunk) if isinstance(item, np.ndarray)]
                 results: list[Prediction] = []

@@ -8,17 +8,18 @@ models take raw 0-255 pixels. Only built-in layers are used (no ``Lambda``), so 
 
 from __future__ import annotations
 
-import os
+import zipfile
 from collections.abc import Callable
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-
-import keras
-from keras import layers
+from pathlib import Path
 
 from captcha_ocr.config import ModelSpec
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.files import atomic_path
+from captcha_ocr.keras_quiet import keras
 from captcha_ocr.presets import get_preset
+from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
+
+layers = keras.layers
 
 INPUT_NAME = "image"
 
@@ -140,3 +141,42 @@ def build_model(spec: ModelSpec) -> keras.Model:
 def time_steps(model: keras.Model) -> int:
     """Length T of the output sequence: the most CTC steps a label can use."""
     return int(model.output_shape[1])
+
+
+# --- saving and loading ---------------------------------------------------------------------
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file so that a crash mid-save leaves the previous one intact."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def load_best_model(run_dir: str | Path) -> keras.Model:
+    """The best checkpoint of a run, in safe mode (no code in the file is executed)."""
+    path = Path(run_dir) / BEST_MODEL
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise CaptchaOCRError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
+    if not path.is_file():
+        raise CaptchaOCRError(f"run folder {run_dir} has no {BEST_MODEL}; train it first")
+    return load_keras_model(path)
+
+
+def load_keras_model(path: Path, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file in safe mode: a file holding code (a ``Lambda`` layer, say) is
+    refused, never run."""
+    if not zipfile.is_zipfile(path):  # Keras would say "file not found"
+        raise CaptchaOCRError(
+            f"{path} cannot be loaded: it is not a .keras file (damaged or cut short?)"
+        )
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for damaged archives
+        text = str(error).strip()
+        if "safe_mode" in text or "arbitrary code" in text:
+            reason = "it holds Python code (a Lambda layer?), which safe mode never runs"
+        else:
+            reason = (text.splitlines() or [type(error).__name__])[0][:200]
+        raise CaptchaOCRError(
+            f"{path} cannot be loaded: {reason}; use a model trained by captcha-ocr"
+        ) from None

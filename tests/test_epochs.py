@@ -1,0 +1,129 @@
+"""The per-epoch verdict and the epoch budget: pure rules, checked without Keras or files."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from captcha_ocr.config import TrainConfig
+from captcha_ocr.epochs import judge_epoch, patience_epochs
+from captcha_ocr.runfolder import HISTORY_COLUMNS, RunState, read_history, write_history
+
+
+def _run(
+    scores: list[tuple[float, float]], steps_per_epoch: int = 100, **config: object
+) -> tuple[list, RunState]:
+    """Judge epochs of (val_loss, val_cer) until a verdict stops; returns the verdicts."""
+    settings = {"epochs": 1000, "patience": 3, "schedule": "cosine", **config}
+    cfg = TrainConfig(**settings)  # type: ignore[arg-type]
+    state, history, verdicts = RunState(), [], []
+    for epoch, (loss, cer) in enumerate(scores, 1):
+        history.append(
+            {"epoch": epoch, "val_loss": loss, "val_cer": cer, "lr": 1e-3, "elapsed_s": epoch}
+        )
+        verdict = judge_epoch(state, history, cfg, steps_per_epoch)
+        verdicts.append(verdict)
+        state = verdict.state
+        if verdict.stop_reason:
+            break
+    return verdicts, state
+
+
+def test_early_stopping_waits_while_ctc_is_on_the_blank_plateau() -> None:
+    # 30 epochs at CER 1 with a rising validation loss (as on the plateau), then learning.
+    scores = (
+        [(10.0 + k, 1.0) for k in range(30)] + [(5.0, 0.5)] + [(6.0 + k, 0.5) for k in range(9)]
+    )
+    assert patience_epochs(3, 100) == 4  # 400 steps at least: 4 epochs of 100
+    verdicts, state = _run(scores, steps_per_epoch=100, patience=3)
+    assert len(verdicts) == 35  # 4 epochs after epoch 31
+    assert "early stop" in state.stop_reason and state.record_epoch == 31
+
+
+def test_patience_is_at_least_400_steps_on_small_sets() -> None:
+    scores = [(1.0, 0.5)] + [(2.0, 0.5)] * 100
+    assert patience_epochs(40, 5) == 80
+    verdicts, _ = _run(scores, steps_per_epoch=5, patience=40)
+    assert len(verdicts) == 81
+
+
+def test_a_tie_moves_the_best_checkpoint_but_sets_no_record() -> None:
+    verdicts, state = _run([(2.0, 0.5), (3.0, 0.5)], prefer_later=True)
+    assert (verdicts[1].new_best, verdicts[1].new_record) == (True, False)
+    assert (state.best_epoch, state.record_epoch) == (2, 1)
+    verdicts, state = _run([(2.0, 0.5), (3.0, 0.5)], prefer_later=False)
+    assert (verdicts[1].new_best, verdicts[1].new_record) == (False, False)
+    assert state.best_epoch == 1
+    verdicts, _ = _run([(2.0, 0.5), (1.0, 0.5)], prefer_later=False)
+    assert (verdicts[1].new_best, verdicts[1].new_record) == (True, True)
+
+
+def test_the_plateau_schedule_cuts_the_rate_after_its_patience() -> None:
+    scores = [(1.0, 0.5)] + [(2.0, 0.5)] * 5
+    verdicts, _ = _run(
+        scores, schedule="plateau", plateau_patience=2, plateau_factor=0.5, patience=100
+    )
+    cuts = [v.learning_rate for v in verdicts]
+    assert cuts == [None, None, 5e-4, None, 5e-4, None]
+    verdicts, _ = _run(scores, schedule="cosine", plateau_patience=2, patience=100)
+    assert all(v.learning_rate is None for v in verdicts)
+
+
+def test_stop_reasons_budget_and_time_limit() -> None:
+    verdicts, state = _run([(3.0 - k, 0.5) for k in range(3)], epochs=3)
+    assert len(verdicts) == 3 and state.stop_reason == "epoch budget of 3 done"
+    verdicts, state = _run([(3.0 - k, 0.5) for k in range(5)], time_limit=2.0)
+    assert len(verdicts) == 2 and "time limit of 2 s" in state.stop_reason
+
+
+def test_not_learning_is_said_after_a_fair_share_of_the_budget() -> None:
+    verdicts, _ = _run([(10.0 - k * 0.1, 1.0) for k in range(12)], epochs=40)
+    assert [v.not_learning for v in verdicts].index(True) == 9  # epoch 10 = max(10, 40 // 4)
+
+
+def test_judging_does_not_change_the_state_it_was_given() -> None:
+    state = RunState()
+    row = {"epoch": 1, "val_loss": 1.0, "val_cer": 0.5, "lr": 1e-3, "elapsed_s": 1.0}
+    judge_epoch(state, [row], TrainConfig(epochs=5), 10)
+    assert state == RunState()
+
+
+def test_history_has_val_acc_and_old_files_still_read(tmp_path: Path) -> None:
+    assert "val_acc" in HISTORY_COLUMNS
+    row = dict.fromkeys(HISTORY_COLUMNS, 0.25) | {"epoch": 1}
+    write_history(tmp_path / "history.csv", [row])
+    assert read_history(tmp_path / "history.csv") == [row]
+    old = tmp_path / "old.csv"
+    old.write_text("epoch,loss,val_loss,val_cer,val_wer,lr,elapsed_s\n1,2.0,3.0,0.1,0.25,0.001,4\n")
+    (read,) = read_history(old)
+    assert read["val_acc"] == pytest.approx(0.75) and read["epoch"] == 1
+
+
+def test_state_written_with_the_old_counter_name_still_loads(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"epochs_done": 3, "improved_epoch": 2}')
+    state = RunState.load(tmp_path)
+    assert (state.epochs_done, state.record_epoch, state.best_cer) == (3, 2, math.inf)
+
+
+def test_drawing_and_the_budget_rules_import_no_keras() -> None:
+    code = (
+        "import sys\n"
+        "import captcha_ocr.cli, captcha_ocr.epochs, captcha_ocr.runfolder, captcha_ocr.synth\n"
+        "import captcha_ocr.progress, captcha_ocr.evaluate\n"
+        "assert not {'keras', 'tensorflow'} & set(sys.modules), 'Keras imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_doctests_of_the_keras_free_training_modules() -> None:
+    import doctest
+
+    from captcha_ocr import epochs, progress, runfolder
+
+    for module in (epochs, progress, runfolder):
+        assert doctest.testmod(module).failed == 0
