@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from captcha_ocr.config import TrainConfig
-from captcha_ocr.epochs import judge_epoch, patience_epochs
+from captcha_ocr.config import AugmentConfig, TrainConfig
+from captcha_ocr.epochs import augments, judge_epoch, patience_epochs
 from captcha_ocr.runfolder import HISTORY_COLUMNS, RunState, read_history, write_history
 
 
@@ -22,8 +22,11 @@ def _run(
     cfg = TrainConfig(**settings)  # type: ignore[arg-type]
     state, history, verdicts = RunState(), [], []
     for epoch, (loss, cer) in enumerate(scores, 1):
+        # A model at CER ~1 reads no captcha right; at 0.5 it reads some.
+        acc = 0.0 if cer >= 0.95 else 0.5
         history.append(
-            {"epoch": epoch, "val_loss": loss, "val_cer": cer, "lr": 1e-3, "elapsed_s": epoch}
+            {"epoch": epoch, "loss": loss, "val_loss": loss, "val_cer": cer, "val_acc": acc}
+            | {"lr": 1e-3, "elapsed_s": epoch}
         )
         verdict = judge_epoch(state, history, cfg, steps_per_epoch)
         verdicts.append(verdict)
@@ -81,14 +84,39 @@ def test_stop_reasons_budget_and_time_limit() -> None:
 
 
 def test_not_learning_is_said_after_a_fair_share_of_the_budget() -> None:
-    verdicts, _ = _run([(10.0 - k * 0.1, 1.0) for k in range(12)], epochs=40)
+    # On the plateau: no captcha read, the loss all but flat (0.1 % an epoch).
+    flat = [(10.0 - k * 0.01, 1.0) for k in range(12)]
+    verdicts, _ = _run(flat, epochs=40, rescue=False)
     assert [v.not_learning for v in verdicts].index(True) == 9  # epoch 10 = max(10, 40 // 4)
+    assert not any(v.stop_reason for v in verdicts)  # without rescue it trains on
+
+
+def test_a_stuck_run_stops_for_its_rescue() -> None:
+    flat = [(10.0 - k * 0.01, 1.0) for k in range(30)]
+    verdicts, state = _run(flat, epochs=80)
+    assert len(verdicts) == 20  # 25 % of 80 epochs
+    assert state.stuck and "blank plateau" in state.stop_reason
+
+
+def test_a_falling_loss_is_not_stuck_even_at_cer_1() -> None:
+    falling = [(10.0 * 0.97**k, 1.0) for k in range(30)]  # 3 % an epoch, nothing read yet
+    verdicts, state = _run(falling, epochs=80)
+    assert not any(v.not_learning for v in verdicts) and not state.stuck
+
+
+def test_augmentation_starts_once_captchas_are_read() -> None:
+    scores = [(10.0 - k * 0.5, 1.0) for k in range(5)] + [(4.0, 0.5), (3.0, 0.4)]
+    verdicts, state = _run(scores)
+    assert [v.state.augment_from for v in verdicts] == [-1] * 5 + [6, 6]
+    assert not augments(verdicts[4].state, TrainConfig(), 5)
+    assert augments(state, TrainConfig(), 6)
+    assert augments(RunState(), TrainConfig(augment=AugmentConfig(after_plateau=False)), 0)
 
 
 def test_judging_does_not_change_the_state_it_was_given() -> None:
     state = RunState()
-    row = {"epoch": 1, "val_loss": 1.0, "val_cer": 0.5, "lr": 1e-3, "elapsed_s": 1.0}
-    judge_epoch(state, [row], TrainConfig(epochs=5), 10)
+    row = {"epoch": 1, "loss": 1.0, "val_loss": 1.0, "val_cer": 0.5, "val_acc": 0.5}
+    judge_epoch(state, [row | {"lr": 1e-3, "elapsed_s": 1.0}], TrainConfig(epochs=5), 10)
     assert state == RunState()
 
 

@@ -39,6 +39,11 @@ class AugmentConfig:
     translate: float = 0.03  # max shift as a fraction of width and height
     erode_dilate: float = 0.3  # chance of a 3x3 min (thicker ink) or max filter, half strength
     noise: float = 0.02  # std of Gaussian pixel noise, as a fraction of 255
+    # Start augmenting only once the model reads some validation captchas: before that it
+    # only hides the little signal there is. On rkn_securimage (thick crossing lines) the
+    # default run stayed on the CTC blank plateau with augmentation from the start, and left it
+    # after 12 epochs without (see bench/RESULTS.md, "hard styles").
+    after_plateau: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class TrainConfig:
     )
     warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
     patience: int = 40  # early stopping: epochs without a better validation CER (ties: loss);
-    # at least 400 optimizer steps, and never while validation CER is still near 1
+    # at least 400 optimizer steps, and never before a validation captcha is read right
     prefer_later: bool = True  # at equal validation CER keep the later epoch (not the lower loss)
     plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
     plateau_factor: float = 0.9  # "plateau" schedule: the cut
@@ -73,6 +78,12 @@ class TrainConfig:
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
     devices: int = 1  # >1: data-parallel over that many GPUs (MirroredStrategy); no GPU: CPUs
+    # A run whose best model reads fewer validation captchas than this did not learn: train
+    # says so and exits with status 3 (the model is kept, marked not usable).
+    min_accuracy: float = 0.5
+    # A run still on the blank plateau after a fair share of its budget starts once more, with
+    # --pretrain synth (the remedy measured to help there); False: it only warns.
+    rescue: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -235,6 +246,7 @@ def validate_train_config(config: TrainConfig) -> None:
         ),
         (config.pretrain_epochs >= 1, "pretrain_epochs must be >= 1"),
         (0 <= config.augment.probability <= 1, "augment.probability must be between 0 and 1"),
+        (0 <= config.min_accuracy <= 1, "min_accuracy must be between 0 and 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -270,6 +282,24 @@ def save_run_config(
     write_text_atomic(
         run_dir / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     )
+
+
+def save_run_verdict(run_dir: Path, usable: bool, reason: str) -> None:
+    """Add the run's verdict to its ``configs.yaml``: whether its best model is usable and
+    why not (``export`` copies it into the ONNX metadata, readers warn about it)."""
+    path = Path(run_dir) / CONFIG_FILE
+    document = load_yaml(path)
+    document["verdict"] = {"usable": usable, "reason": reason}
+    write_text_atomic(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
+def load_run_verdict(run_dir: str | Path) -> tuple[bool, str]:
+    """``(usable, reason)`` from a run's ``configs.yaml``; a run without a verdict (still
+    training, or made by an older version) counts as usable."""
+    verdict = load_yaml(Path(run_dir) / CONFIG_FILE).get("verdict") or {}
+    if not isinstance(verdict, dict):
+        return True, ""
+    return verdict.get("usable") is not False, str(verdict.get("reason") or "")
 
 
 def load_run_config(run_dir: str | Path) -> tuple[ModelSpec, TrainConfig, dict[str, Any]]:

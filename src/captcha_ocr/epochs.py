@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from captcha_ocr.config import TrainConfig
+from captcha_ocr.plateau import has_learned, is_stuck
 from captcha_ocr.runfolder import RunState
 
 # The default budget: about AUTO_EPOCHS epochs, but never fewer than AUTO_STEPS_RANGE[0]
@@ -28,10 +29,15 @@ AUTO_EPOCHS_RANGE = (15, 2000)
 
 # CTC first sits on the blank plateau (validation CER ~1) while its validation loss may rise;
 # 180 real images left it after 270 steps (54 epochs) here. Early stopping waits until a
-# run has left it (best CER below PLATEAU_CER), and its patience is never under
+# run has left it (see captcha_ocr.plateau), and its patience is never under
 # PATIENCE_MIN_STEPS steps, or small sets stop just before they start to learn.
-PLATEAU_CER = 0.95
 PATIENCE_MIN_STEPS = 400
+
+# A run is judged stuck on the plateau no sooner than this share of its budget, and never
+# before STUCK_MIN_EPOCHS epochs. On rkn_securimage a run that learned left the plateau after
+# 11 of 60 epochs, its loss falling from epoch 6; one that stalled was flat from epoch 10.
+STUCK_AFTER_SHARE = 0.25
+STUCK_MIN_EPOCHS = 10
 
 Row = Mapping[str, float]  # one epoch of history: epoch, loss, val_loss, val_cer, val_acc, ...
 
@@ -87,7 +93,7 @@ class EpochVerdict:
     new_best: bool  # the best checkpoint (model.keras) moves to this epoch
     learning_rate: float | None  # the plateau schedule cut the rate to this; None: unchanged
     stop_reason: str  # why training stops after this epoch; "" to go on
-    not_learning: bool  # validation CER is still on the blank plateau after a fair share
+    not_learning: bool  # still on the blank plateau after a fair share of the budget
 
 
 # A stop rule reads the counters (this epoch counted), the history (this epoch last), the
@@ -98,7 +104,7 @@ StopRule = Callable[[RunState, Sequence[Row], TrainConfig, int], str]
 def early_stop(state: RunState, history: Sequence[Row], config: TrainConfig, steps: int) -> str:
     """No new record for the patience, once off the blank plateau."""
     patience = patience_epochs(config.patience, steps)
-    if state.best_cer < PLATEAU_CER and state.epochs_done - state.record_epoch >= patience:
+    if has_learned(history) and state.epochs_done - state.record_epoch >= patience:
         return f"early stop: no better validation CER for {patience} epochs"
     return ""
 
@@ -115,16 +121,41 @@ def budget_done(state: RunState, history: Sequence[Row], config: TrainConfig, st
     return ""
 
 
-STOP_RULES: tuple[StopRule, ...] = (early_stop, time_limit, budget_done)  # the first reason wins
+def stuck(state: RunState, history: Sequence[Row], config: TrainConfig, steps: int) -> str:
+    """Still on the blank plateau after a fair share of the budget: stop, so that the run can
+    start again with a remedy (``config.rescue``); without rescue it trains on."""
+    if config.rescue and state.stuck:
+        return "stuck on the CTC blank plateau"
+    return ""
+
+
+STOP_RULES: tuple[StopRule, ...] = (stuck, early_stop, time_limit, budget_done)  # first wins
+
+
+def augments(state: RunState, config: TrainConfig, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) trains on augmented images (see
+    ``AugmentConfig.after_plateau``).
+
+    >>> augments(RunState(), TrainConfig(), 0), augments(RunState(augment_from=3), TrainConfig(), 3)
+    (False, True)
+    """
+    return not config.augment.after_plateau or 0 <= state.augment_from <= epoch
+
+
+def is_stuck_now(history: Sequence[Row], config: TrainConfig) -> bool:
+    """:func:`~captcha_ocr.plateau.is_stuck`, once a fair share of the budget is spent."""
+    fair_share = max(STUCK_MIN_EPOCHS, math.ceil(STUCK_AFTER_SHARE * config.epochs))
+    return len(history) >= fair_share and is_stuck(history)
 
 
 def judge_epoch(
     state: RunState, history: Sequence[Row], config: TrainConfig, steps_per_epoch: int
 ) -> EpochVerdict:
-    """The verdict on the epoch ``history[-1]`` (its ``epoch``, ``val_cer``, ``val_loss``,
-    ``lr`` and ``elapsed_s``), given the counters ``state`` as of the epoch before.
+    """The verdict on the epoch ``history[-1]`` (its ``epoch``, ``loss``, ``val_cer``,
+    ``val_loss``, ``val_acc``, ``lr`` and ``elapsed_s``), given the counters ``state`` as of the epoch before.
 
-    >>> row = {"epoch": 1, "val_cer": 0.5, "val_loss": 2.0, "lr": 1e-3, "elapsed_s": 3.0}
+    >>> row = {"epoch": 1, "loss": 3.0, "val_cer": 0.5, "val_loss": 2.0, "val_acc": 0.4}
+    >>> row |= {"lr": 1e-3, "elapsed_s": 3.0}
     >>> verdict = judge_epoch(RunState(), [row], TrainConfig(epochs=1), steps_per_epoch=10)
     >>> verdict.new_record, verdict.new_best, verdict.stop_reason
     (True, True, 'epoch budget of 1 done')
@@ -152,6 +183,9 @@ def judge_epoch(
         if config.schedule == "plateau" and state.plateau_wait >= config.plateau_patience:
             learning_rate = row["lr"] * config.plateau_factor
             state.plateau_wait = 0
+    if config.augment.after_plateau and state.augment_from < 0 and has_learned(history):
+        state.augment_from = epoch  # 0-based: the next epoch is the first one augmented
+    state.stuck = state.stuck or is_stuck_now(history, config)
     stop_reason = next(
         (
             reason
@@ -161,5 +195,5 @@ def judge_epoch(
         "",
     )
     state.stop_reason = stop_reason
-    not_learning = epoch >= max(10, config.epochs // 4) and state.best_cer >= PLATEAU_CER
+    not_learning = state.stuck
     return EpochVerdict(state, new_record, new_best, learning_rate, stop_reason, not_learning)

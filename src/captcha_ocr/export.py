@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from captcha_ocr import __version__
-from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_config
+from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_config, load_run_verdict
 from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
 from captcha_ocr.infer import Reader, resolve_model_path
-from captcha_ocr.metadata import metadata_from_spec, write_metadata
+from captcha_ocr.metadata import NOT_USABLE_KEY, metadata_from_spec, write_metadata
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,15 @@ class ParityError(CaptchaOCRError):
 
 
 def export_model(
-    model, spec: ModelSpec, path: str | Path, check_images: np.ndarray | None = None
+    model,
+    spec: ModelSpec,
+    path: str | Path,
+    check_images: np.ndarray | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export a Keras model to ONNX at ``path`` (atomically), checking parity on
-    ``check_images`` ``(N, H, W, C)`` before the file is put in place."""
+    ``check_images`` ``(N, H, W, C)`` before the file is put in place; ``extra_metadata``
+    adds keys to the ONNX metadata (e.g. the run's verdict)."""
     import onnx
 
     path = Path(path)
@@ -55,7 +60,7 @@ def export_model(
             warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
             model.export(str(raw), format="onnx", verbose=False)
         proto = onnx.load(str(raw))
-    write_metadata(proto, metadata_from_spec(spec))
+    write_metadata(proto, metadata_from_spec(spec, **(extra_metadata or {})))
     proto.doc_string = f"captcha-ocr {__version__} reader: charset {spec.charset!r}"
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
@@ -223,6 +228,8 @@ def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
         check_images = rng.integers(0, 256, (16, spec.height, spec.width, spec.channels)).astype(
             np.uint8
         )
-    path = export_model(model, spec, run_dir / ONNX_FILE, check_images)
+    usable, reason = load_run_verdict(run_dir)
+    verdict = {} if usable else {NOT_USABLE_KEY: reason or "the run did not learn"}
+    path = export_model(model, spec, run_dir / ONNX_FILE, check_images, verdict)
     log.info("exported %s (%.0f KB)", path, os.path.getsize(path) / 1024)
     return path

@@ -30,6 +30,7 @@ from captcha_ocr.data import Sample, load_samples
 from captcha_ocr.decode import greedy_decode_batch
 from captcha_ocr.devices import device_scope, train_step
 from captcha_ocr.epochs import (
+    augments,
     batches_per_epoch,
     cosine_learning_rate,
     judge_epoch,
@@ -83,6 +84,7 @@ class TrainResult:
     config: TrainConfig
     state: RunState
     history: list[dict[str, float]] = field(default_factory=list)
+    not_usable: str = ""  # why the run's best model is not usable (it did not learn); "": it is
 
     @property
     def best(self) -> dict[str, float]:
@@ -142,14 +144,21 @@ def prepare_data(
 
 
 def training_batches(
-    data: PreparedData, config: TrainConfig, start_epoch: int, steps_per_epoch: int, depth: int = 6
+    data: PreparedData,
+    config: TrainConfig,
+    epoch: int,
+    steps_per_epoch: int,
+    augment: bool = True,
+    depth: int = 6,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Augmented training batches ``(x (B, H, W, C) float32, y (B, L) int32)``, made ``depth``
-    batches ahead by two worker threads (NumPy and Pillow release the GIL), so the model
-    never waits on data.
+    """One epoch of training batches ``(x (B, H, W, C) float32, y (B, L) int32)``, augmented
+    when ``augment`` is set, made ``depth`` batches ahead by two worker threads (NumPy and
+    Pillow release the GIL), so the model never waits on data. One epoch at a time, because
+    whether the next epoch is augmented is decided when this one ends.
 
-    Batch ``k`` of epoch ``e`` depends only on ``(seed, e, k)``: a seeded shuffle per epoch and
-    a generator per batch, so a resumed run sees the same data as an uninterrupted one.
+    Batch ``k`` of epoch ``e`` depends only on ``(seed, e, k)`` (and ``augment``): a seeded
+    shuffle per epoch and a generator per batch, so a resumed run sees the same data as an
+    uninterrupted one.
 
     (A tf.data pipeline calling this through ``tf.numpy_function`` deadlocked here at
     iterator teardown in TF 2.21 (the GIL against a tf.data worker), so the feed is plain
@@ -161,10 +170,12 @@ def training_batches(
     def make_batch(epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
         chosen = order[index * batch_size : (index + 1) * batch_size]
+        if not augment:
+            return images[chosen].astype(np.float32), labels[chosen]
         rng = np.random.default_rng([config.seed, epoch, index, 1])
         return augment_batch(images[chosen], config.augment, rng).astype(np.float32), labels[chosen]
 
-    jobs = ((e, k) for e in range(start_epoch, config.epochs) for k in range(steps_per_epoch))
+    jobs = ((epoch, k) for k in range(steps_per_epoch))
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batches") as pool:
         pending = collections.deque(
             pool.submit(make_batch, *job) for job in itertools.islice(jobs, depth)
@@ -276,16 +287,16 @@ class EpochMonitor(keras.callbacks.Callback):
         return patience_epochs(self.config.patience, self.steps_per_epoch)
 
     def warn_not_learning(self, epochs_done: int) -> None:
-        """Say so, once, when validation CER is still near 1 after a fair share of the budget."""
+        """Say so, once, when the run is stuck on the blank plateau (see ``plateau``)."""
         if self.warned:
             return
         self.warned = True
         log.warning(
-            "not learning yet: validation CER is still %.2f after %d epochs. Likely causes: labels that "
-            "do not match the images (check with `captcha-ocr inspect DATA`, set --label-pattern), too "
-            "few images (try --pretrain synth), an input size too small for the text (--height/--width), "
-            "or a learning rate too high or too low (--lr).",
-            self.state.best_cer,
+            "not learning: after %d epochs no validation captcha is read right and the training "
+            "loss has stopped falling (the CTC blank plateau). Likely causes: labels that do not "
+            "match the images (check with `captcha-ocr inspect DATA`, set --label-pattern), too "
+            "few images, a hard style (try --pretrain synth), an input size too small for the "
+            "text (--height/--width), or a learning rate too high or too low (--lr).",
             epochs_done,
         )
 
@@ -397,10 +408,14 @@ def fit(
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False)
     callbacks = keras.callbacks.CallbackList([monitor, tensorboard], model=model)
     log.info("training in %s (Ctrl-C stops cleanly and keeps the best model)", run_dir)
-    batches = training_batches(prepared, config, state.epochs_done, steps_in_epoch)
     callbacks.on_train_begin()
+    batches = None
     try:
         for epoch in range(state.epochs_done, config.epochs):
+            augment = augments(monitor.state, config, epoch)
+            if config.augment.after_plateau and augment and monitor.state.augment_from == epoch:
+                log.info("validation captchas are read: augmentation starts (epoch %d)", epoch + 1)
+            batches = training_batches(prepared, config, epoch, steps_in_epoch, augment)
             callbacks.on_epoch_begin(epoch)
             losses = []
             for index in range(steps_in_epoch):
@@ -408,6 +423,7 @@ def fit(
                 callbacks.on_train_batch_begin(index)
                 losses.append(train_step(model, strategy, x, y))
                 callbacks.on_train_batch_end(index, {"loss": losses[-1]})
+            batches.close()
             callbacks.on_epoch_end(epoch, {"loss": float(np.mean(losses))})
             if model.stop_training:
                 break
@@ -422,7 +438,8 @@ def fit(
             "interrupted: keeping the best checkpoint of %d complete epoch(s)", state.epochs_done
         )
     finally:
-        batches.close()
+        if batches is not None:
+            batches.close()
         callbacks.on_train_end()
     plot_curves(history, run_dir / CURVES_FILE)
     if history:

@@ -8,6 +8,7 @@ blank index in its metadata, so a lone ``model.onnx`` is enough to read with.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from captcha_ocr.config import ModelSpec
 from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_batch, restrict
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
-from captcha_ocr.metadata import EXPORT_AGAIN, spec_from_metadata
+from captcha_ocr.metadata import EXPORT_AGAIN, NOT_USABLE_KEY, spec_from_metadata
 from captcha_ocr.progress import progress_bar
 from captcha_ocr.runfolder import ONNX_FILE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Reader:
         self.name = name
         self._input_name = session.get_inputs()[0].name
         self._output_name = session.get_outputs()[0].name
+        # Why training judged this model not usable (it did not learn); "" when it is usable.
+        metadata = session.get_modelmeta().custom_metadata_map
+        self.not_usable = metadata.get(NOT_USABLE_KEY, "")
 
     @classmethod
     def load(cls, model: str | os.PathLike, threads: int | None = None) -> Reader:
@@ -113,7 +119,15 @@ class Reader:
                 f"{path}: the model's output {output} does not match the {spec.num_classes} "
                 f"classes (charset + blank) of its metadata; {EXPORT_AGAIN}"
             )
-        return cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
+        reader = cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
+        if reader.not_usable:
+            log.warning(
+                "%s is marked not usable: %s; its readings are likely wrong (train again, see "
+                "the README's 'When training does not learn')",
+                path,
+                reader.not_usable,
+            )
+        return reader
 
     @property
     def time_steps(self) -> int | None:

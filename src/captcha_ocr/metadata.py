@@ -22,6 +22,8 @@ from captcha_ocr.config import ModelSpec, from_dict, validate_model_spec
 from captcha_ocr.errors import CaptchaOCRError
 
 METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
+# Present (with the reason) when training judged the model not usable: it did not learn.
+NOT_USABLE_KEY = "not_usable"
 EXPORT_AGAIN = "export the model again with: captcha-ocr export RUN_DIR"  # ends the errors
 
 

@@ -13,6 +13,7 @@ A run folder ``RUNS_DIR/<YYYYmmdd-HHMMSS>/`` holds::
     model.onnx     the exported reader (``captcha-ocr export``)
     model.int8.onnx   its int8 quantization, when kept (``export --int8``)
     pretrain/      the ``--pretrain synth`` run: the same files, for the synthetic captchas
+    stuck-attempt/ a first attempt that sat on the CTC blank plateau, when the run restarted
 
 and ``RUNS_DIR/latest`` links to the newest run. A new file of a run gets its name here.
 """
@@ -47,6 +48,7 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 LOGS_DIR = "logs"
 PRETRAIN_DIR = "pretrain"
+STUCK_ATTEMPT_DIR = "stuck-attempt"  # a run's first attempt, when it sat on the blank plateau
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
 LATEST_LINK = "latest"
@@ -72,6 +74,8 @@ class RunState:
     plateau_wait: int = 0
     elapsed_s: float = 0.0
     stop_reason: str = ""
+    augment_from: int = -1  # first epoch (0-based) trained with augmentation; -1: not yet
+    stuck: bool = False  # the run sat on the CTC blank plateau for a fair share of its budget
 
     @property
     def interrupted(self) -> bool:
@@ -98,10 +102,10 @@ class RunState:
             state = cls(**data)
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
             state = None
-        kinds = {"int": int, "float": (int, float), "str": str}
+        kinds = {"int": int, "float": (int, float), "str": str, "bool": bool}
         if state is None or not all(
             isinstance(getattr(state, f.name), kinds[f.type])
-            and not isinstance(getattr(state, f.name), bool)
+            and (f.type == "bool" or not isinstance(getattr(state, f.name), bool))
             for f in dataclasses.fields(cls)
         ):
             raise CaptchaOCRError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 from captcha_ocr.charset import Charset
@@ -23,6 +24,7 @@ from captcha_ocr.config import (
     TrainConfig,
     load_run_config,
     save_run_config,
+    save_run_verdict,
     validate_train_config,
 )
 from captcha_ocr.data import (
@@ -40,10 +42,15 @@ from captcha_ocr.epochs import auto_epochs, batches_per_epoch
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.fit import TrainResult, fit
 from captcha_ocr.model import build_model, time_steps
+from captcha_ocr.plateau import exact_accuracy
 from captcha_ocr.runfolder import (
     BEST_MODEL,
+    CURVES_FILE,
     HISTORY_FILE,
     LAST_MODEL,
+    LOGS_DIR,
+    STATE_FILE,
+    STUCK_ATTEMPT_DIR,
     TRAIN_CSV,
     VAL_CSV,
     RunState,
@@ -185,6 +192,8 @@ def train(
         initial_weights=initial_weights,
         strategy=strategy,
     )
+    if result.state.stuck and run.config.rescue and not result.state.interrupted:
+        result = _rescue(run, result, progress, strategy)
     if not (run.run_dir / BEST_MODEL).is_file():
         again = ""
         if run.config.pretrain == "synth":  # the pre-training is kept: resuming reuses it
@@ -193,7 +202,58 @@ def train(
             f"training stopped before the first epoch ended; nothing to keep in {run.run_dir}"
             + again
         )
+    if not result.state.interrupted:
+        _judge(result)
     return result
+
+
+def _rescue(run: _Run, stuck: TrainResult, progress: bool, strategy) -> TrainResult:
+    """Train a stuck run once more with the remedy measured to help on the blank plateau:
+    ``--pretrain synth`` (another seed if it had pre-trained already). The stuck attempt's
+    files move to ``stuck-attempt/``; ``configs.yaml`` then holds the second attempt's config,
+    so ``--resume`` goes on with it."""
+    assert run.run_dir is not None
+    folder = run.run_dir / STUCK_ATTEMPT_DIR
+    folder.mkdir(exist_ok=True)
+    for name in (BEST_MODEL, LAST_MODEL, STATE_FILE, HISTORY_FILE, CURVES_FILE, LOGS_DIR):
+        if (run.run_dir / name).exists():
+            os.replace(run.run_dir / name, folder / name)
+    remedy: dict = {"rescue": False}
+    if run.config.pretrain == "synth":
+        remedy["seed"] = run.config.seed + 1
+    else:
+        remedy["pretrain"] = "synth"
+    config = dataclasses.replace(run.config, **remedy)
+    log.warning(
+        "stuck on the CTC blank plateau after %d epochs: starting once more with %s "
+        "(the first attempt is kept in %s; --no-rescue turns this off)",
+        stuck.state.epochs_done,
+        ", ".join(f"{k}={v}" for k, v in remedy.items() if k != "rescue"),
+        folder,
+    )
+    save_run_config(run.run_dir, run.spec, config, {**run.data_info, "rescued": True})
+    weights = pretrain_on_synth(
+        run.train_samples, run.spec, config, run.run_dir, progress, strategy
+    )
+    return fit(
+        run.run_dir, run.spec, config, run.train_samples, run.val_samples, RunState(), [],
+        progress, initial_weights=weights, strategy=strategy,
+    )  # fmt: skip
+
+
+def _judge(result: TrainResult) -> None:
+    """A run whose best model reads fewer validation captchas than ``min_accuracy`` did not
+    learn: say why in the result and in ``configs.yaml`` (export marks its ONNX file)."""
+    accuracy = exact_accuracy(result.best) if result.best else 0.0
+    floor = result.config.min_accuracy
+    if accuracy >= floor:
+        save_run_verdict(result.run_dir, True, "")
+        return
+    result.not_usable = (
+        f"its best epoch reads {accuracy:.1%} of the validation captchas, under the "
+        f"{floor:.0%} floor (min_accuracy)"
+    )
+    save_run_verdict(result.run_dir, False, result.not_usable)
 
 
 def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | None) -> _Run:
