@@ -1,0 +1,188 @@
+"""Commands that read captchas with a trained model: ``predict``, ``evaluate``, ``serve``.
+
+They need only the ONNX reader (NumPy, Pillow, ONNX Runtime), never Keras or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from captcha_ocr.cli.options import add_command, add_label_options, add_read_options
+from captcha_ocr.config import ServeSettings
+from captcha_ocr.errors import CaptchaOCRError
+
+log = logging.getLogger("captcha_ocr")
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "predict", "read captcha images with a trained model", cmd_predict)
+    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument("images", metavar="IMAGES_OR_DIRS", nargs="+")
+    p.add_argument("--json", action="store_true", help="JSON lines output")
+    add_read_options(p)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from captcha_ocr.infer import Reader
+
+    reader = Reader.load(args.model, threads=args.threads)
+    paths = _image_paths(args.images)
+    predictions = reader.read_batch(
+        paths,
+        batch_size=args.batch_size,
+        beam_width=args.beam_width,
+        allowed_chars=args.allowed_chars,
+        skip_errors=True,
+        progress=len(paths) > 200 and not args.json,
+    )
+    errors = [p.error for p in predictions if p.error is not None]
+    if errors and len(errors) == len(paths):
+        what = errors[0]
+        if len(paths) > 1:
+            what = f"none of the {len(paths)} images could be read, e.g. {what}"
+        raise CaptchaOCRError(
+            f"{what}; check that the files are images (PNG, JPEG, ...) and not damaged"
+        )
+    failed = 0
+    for path, prediction in zip(paths, predictions):
+        if prediction.error is not None:
+            failed += 1
+            log.warning("skipped %s", prediction.error)
+            if args.json:
+                print(
+                    json.dumps(
+                        {"path": path, "text": None, "confidence": 0.0, "error": prediction.error}
+                    )
+                )
+            continue
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "path": path,
+                        "text": prediction.text,
+                        "confidence": round(prediction.confidence, 6),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
+    if failed:
+        log.warning("%d of %d image(s) could not be read", failed, len(paths))
+    return 1 if failed else 0
+
+
+def _image_paths(items: Sequence[str]) -> list[str]:
+    """The image files named, folders expanded to the images in them."""
+    from captcha_ocr.data import image_files
+
+    paths: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = [str(p) for p in image_files(path)]
+            if not found:
+                raise CaptchaOCRError(f"no images found in folder {path}")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise CaptchaOCRError(f"{path} does not exist")
+    return paths
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "evaluate", "score a model on labeled images: CER, WER, accuracy, speed", cmd_evaluate
+    )
+    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument(
+        "data", metavar="DATA_OR_CSV", help="folder of labeled images, or a path,label CSV"
+    )
+    p.add_argument(
+        "--report", metavar="FILE.json", help="write every prediction and the scores as JSON"
+    )
+    p.add_argument("--show", type=int, default=20, help="wrong predictions to print (default 20)")
+    add_label_options(p)
+    add_read_options(p)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from captcha_ocr.data import find_samples
+    from captcha_ocr.evaluate import evaluate
+    from captcha_ocr.infer import Reader
+
+    reader = Reader.load(args.model, threads=args.threads)
+    samples = find_samples(args.data, args.label_pattern, args.ignore_case)
+    report = evaluate(reader, samples, args.batch_size, args.beam_width, progress=True)
+    wrong = report.wrong
+    if wrong:
+        print(f"{len(wrong)} wrong prediction(s):")
+        for r in wrong[: args.show]:
+            shown = r.prediction if r.error is None else f"<unreadable: {r.error}>"
+            print(f"  {r.path}\tlabel {r.label}\tread {shown}\tconfidence {r.confidence:.3f}")
+        if len(wrong) > args.show:
+            print(f"  ... and {len(wrong) - args.show} more (see --report)")
+        confused = report.confusions().most_common(8)
+        if confused:
+            print(
+                "most confused (label -> read): "
+                + ", ".join(f"{a}->{b} {n}x" for (a, b), n in confused)
+            )
+    print(
+        f"images {report.count}  accuracy {report.accuracy:.2%}  CER {report.cer:.4f}  "
+        f"WER {report.wer:.4f}  speed {report.images_per_second:.0f} img/s"
+    )
+    if args.report:
+        report.save(args.report)
+        log.info("report written to %s", args.report)
+    return 0
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "serve", "serve a model over HTTP (POST /v1/read; docs at /docs)", cmd_serve
+    )
+    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="server processes, each with the model loaded once"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads per worker (default 1; use --workers for more cores)",
+    )
+    defaults = ServeSettings()  # each flag's default is the field of the same name
+    for flag, kind, what in (
+        ("--batch-wait-ms", float, "ms a request waits to share a model call; 0: no batching"),
+        ("--max-batch", int, "largest micro-batch"),
+        ("--max-image-bytes", int, "bytes per image"),
+        ("--max-images", int, "images per request"),
+        ("--max-pixels", int, "pixels per image, checked before decoding"),
+        ("--max-body-bytes", int, "bytes of the whole request body"),
+    ):
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        p.add_argument(flag, type=kind, default=default, help=f"{what} (default {default:,})")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from captcha_ocr.serve import run_server
+    except ImportError as error:
+        raise CaptchaOCRError(
+            f"serve needs the [serve] extra ({error.name} is missing): pip install 'captcha-ocr[serve]'"
+        ) from None
+
+    settings = ServeSettings(
+        **{field.name: getattr(args, field.name) for field in dataclasses.fields(ServeSettings)}
+    )
+    run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings)
+    return 0

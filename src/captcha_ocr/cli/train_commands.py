@@ -1,0 +1,202 @@
+"""Commands that make a model: ``train`` (then export) and ``export``.
+
+Keras and TensorFlow are imported inside the commands, after the data and settings are
+checked, so a mistake is reported in a second, not after the slow import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
+from captcha_ocr.config import INT8_MAX_ACCURACY_DROP
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE
+
+DEFAULT_RUNS_DIR = "runs"
+
+# What --resume can change in a run; every other train flag would be silently ignored.
+RESUME_FLAGS = ("resume", "epochs", "devices", "quiet")
+
+# The train flags that override a TrainConfig field of the same name.
+CONFIG_FLAGS = (
+    "preset",
+    "epochs",
+    "batch_size",
+    "seed",
+    "height",
+    "width",
+    "channels",
+    "patience",
+    "label_pattern",
+    "val_fraction",
+    "time_limit",
+    "pretrain",
+    "pretrain_images",
+    "pretrain_epochs",
+    "devices",
+)
+
+_INT8_POINTS = f"{100 * INT8_MAX_ACCURACY_DROP:g} points"  # of validation accuracy
+
+log = logging.getLogger("captcha_ocr")
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "train", "train a reader on labeled images, then export it to ONNX", cmd_train
+    )
+    p.add_argument(
+        "data", metavar="DATA", nargs="?", help="folder of labeled images, or a path,label CSV"
+    )
+    p.add_argument("--out", help=f"where run folders are made (default {DEFAULT_RUNS_DIR})")
+    p.add_argument("--preset", help="network: default, reference or tiny (default: default)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="epoch budget (default: about 60 epochs, 1,800 to 20,000 optimizer steps)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per optimizer step, all devices together (default 32; reference: 64)",
+    )
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
+    add_input_size_options(p)
+    p.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: preset's)"
+    )
+    p.add_argument("--patience", type=int, help="early stopping patience in epochs")
+    p.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
+    p.add_argument("--time-limit", type=float, help="stop after this many seconds of training")
+    p.add_argument(
+        "--pretrain",
+        choices=("synth",),
+        help="first train on generated captchas that imitate the data, then fine-tune",
+    )
+    p.add_argument(
+        "--pretrain-images", type=int, help="synthetic captchas to pre-train on (default 4000)"
+    )
+    p.add_argument("--pretrain-epochs", type=int, help="pre-training epochs (default 15)")
+    p.add_argument(
+        "--devices",
+        type=int,
+        help="train data-parallel on this many GPUs (tf.distribute.MirroredStrategy); "
+        "on a machine without GPUs, on that many logical CPU devices (default 1)",
+    )
+    p.add_argument("--config", help="YAML file of training settings (flags override it)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run with its own settings (only --epochs, a new epoch "
+        "budget, and --devices can change)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_label_options(p)
+    p.add_argument(
+        "--strict", action="store_true", help="unreadable images are an error, not a skip"
+    )
+    # Every train option's value when not given, so --resume can tell which ones were.
+    p.set_defaults(train_defaults=vars(p.parse_args([])))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from captcha_ocr.config import load_yaml, resolve_train_config
+
+    if args.resume is None and args.data is None:
+        raise CaptchaOCRError(
+            "give DATA (a folder of labeled images or a CSV), or --resume RUN_DIR"
+        )
+    samples = config = None
+    if args.resume is not None:
+        others = {k: v for k, v in args.train_defaults.items() if k not in RESUME_FLAGS}
+        refused = _flags_given(args, others)
+        if refused:
+            raise CaptchaOCRError(
+                f"--resume continues a run with its own data and settings; {', '.join(refused)} "
+                "cannot change them (only --epochs and --devices can): drop "
+                f"{'it' if len(refused) == 1 else 'them'}, or train a new run"
+            )
+    else:
+        # Check the data and config before the (slow) TensorFlow import; the samples found
+        # go to training, so the folder is scanned (and its warnings printed) once.
+        from captcha_ocr.data import find_samples
+
+        file_overrides = load_yaml(args.config) if args.config else {}
+        config = resolve_train_config("default", file_overrides, _train_overrides(args))
+        samples = find_samples(args.data, config.label_pattern, config.ignore_case)
+    log.info("loading TensorFlow ...")
+    from captcha_ocr.export import export_run
+    from captcha_ocr.train import train
+
+    result = train(
+        args.data,
+        args.out or DEFAULT_RUNS_DIR,
+        config,
+        resume=args.resume,
+        progress=not args.quiet,
+        resume_epochs=args.epochs if args.resume else None,
+        resume_devices=args.devices if args.resume else None,
+        samples=samples,
+    )
+    log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
+    onnx_path = export_run(result.run_dir)
+    best = result.best
+    print(
+        f"run folder: {result.run_dir}\n"
+        f"best epoch {result.state.best_epoch}: validation CER {best.get('val_cer', float('nan')):.4f}, "
+        f"accuracy {1 - best.get('val_wer', float('nan')):.1%}\n"
+        f"model: {onnx_path}"
+    )
+    return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the train flags set (None: not given, the file or preset decides)."""
+    overrides = {key: getattr(args, key) for key in CONFIG_FLAGS}
+    overrides["learning_rate"] = args.lr
+    if args.ignore_case:
+        overrides["ignore_case"] = True
+    if args.strict:
+        overrides["strict"] = True
+    return overrides
+
+
+def _flags_given(args: argparse.Namespace, parser_defaults: dict) -> list[str]:
+    """The train flags (and DATA) given on the command line, as the user wrote them."""
+    given = [key for key, default in parser_defaults.items() if getattr(args, key) != default]
+    return ["DATA" if key == "data" else "--" + key.replace("_", "-") for key in given]
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "export",
+        f"export a run's best model to RUN_DIR/{ONNX_FILE} (checks parity)",
+        cmd_export,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help=f"also write {INT8_ONNX_FILE}, kept only if its validation accuracy is within "
+        f"{_INT8_POINTS} of the float model",
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    log.info("loading TensorFlow ...")
+    from captcha_ocr.export import export_run
+
+    print(export_run(args.run_dir))
+    if args.int8:
+        from captcha_ocr.export import export_int8
+
+        path, float_accuracy, int8_accuracy = export_int8(args.run_dir)
+        print(
+            f"validation accuracy: float {float_accuracy:.2%}, int8 {int8_accuracy:.2%}: "
+            + (f"kept {path}" if path else f"int8 model rejected (more than {_INT8_POINTS} lost)")
+        )
+    return 0
