@@ -76,7 +76,7 @@ def check_parity(model, onnx_path: str | Path, images: np.ndarray) -> float:
     """
     batch = images.astype(np.float32)
     expected = np.exp(model.predict(batch, batch_size=128, verbose=0))
-    reader = Reader.load(onnx_path)
+    reader = Reader.load(onnx_path, warn_not_usable=False)
     actual = np.concatenate(
         [np.exp(reader.log_probs(batch[i : i + 128])) for i in range(0, len(batch), 128)]
     )
@@ -179,8 +179,8 @@ def export_int8(
     try:
         quantize_int8(float_path, candidate, spec, calibration)
         val = read_labels_file(run_dir / VAL_CSV)
-        float_accuracy = evaluate(Reader.load(float_path), val).accuracy
-        int8_accuracy = evaluate(Reader.load(candidate), val).accuracy
+        float_accuracy = evaluate(Reader.load(float_path, warn_not_usable=False), val).accuracy
+        int8_accuracy = evaluate(Reader.load(candidate, warn_not_usable=False), val).accuracy
         log.info(
             "validation accuracy: float %.2f%%, int8 %.2f%%",
             100 * float_accuracy,

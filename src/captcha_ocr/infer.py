@@ -81,9 +81,12 @@ class Reader:
         self.not_usable = metadata.get(NOT_USABLE_KEY, "")
 
     @classmethod
-    def load(cls, model: str | os.PathLike, threads: int | None = None) -> Reader:
+    def load(
+        cls, model: str | os.PathLike, threads: int | None = None, warn_not_usable: bool = True
+    ) -> Reader:
         """Open a run folder or an ``.onnx`` file. ``threads``: ONNX Runtime intra-op threads
-        (None: ONNX Runtime's choice, one per core)."""
+        (None: ONNX Runtime's choice, one per core). A model that training marked not usable
+        (it did not learn) loads, with a warning unless ``warn_not_usable`` is False."""
         import onnxruntime as ort
 
         if threads is not None and threads < 0:
@@ -120,7 +123,7 @@ class Reader:
                 f"classes (charset + blank) of its metadata; {EXPORT_AGAIN}"
             )
         reader = cls(session, spec, name=path.parent.name if path.name == ONNX_FILE else path.stem)
-        if reader.not_usable:
+        if reader.not_usable and warn_not_usable:
             log.warning(
                 "%s is marked not usable: %s; its readings are likely wrong (train again, see "
                 "the README's 'When training does not learn')",

@@ -16,6 +16,10 @@ from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE
 
 DEFAULT_RUNS_DIR = "runs"
 
+# train's exit status when the run did not learn (its best model reads fewer validation
+# captchas than --min-accuracy): the run folder and its ONNX file are kept, marked not usable.
+NOT_LEARNED_STATUS = 3
+
 # What --resume can change in a run; every other train flag would be silently ignored.
 RESUME_FLAGS = ("resume", "epochs", "devices", "quiet")
 
@@ -36,6 +40,7 @@ CONFIG_FLAGS = (
     "pretrain_images",
     "pretrain_epochs",
     "devices",
+    "min_accuracy",
 )
 
 _INT8_POINTS = f"{100 * INT8_MAX_ACCURACY_DROP:g} points"  # of validation accuracy
@@ -85,6 +90,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="train data-parallel on this many GPUs (tf.distribute.MirroredStrategy); "
         "on a machine without GPUs, on that many logical CPU devices (default 1)",
+    )
+    p.add_argument(
+        "--min-accuracy",
+        type=float,
+        help="a run whose best model reads fewer validation captchas than this share did not "
+        f"learn: exit status {NOT_LEARNED_STATUS}, model marked not usable (default 0.5)",
+    )
+    p.add_argument(
+        "--no-rescue",
+        action="store_true",
+        help="a run stuck on the CTC blank plateau only warns (default: it starts once more "
+        "with --pretrain synth, keeping the first attempt in RUN_DIR/stuck-attempt)",
     )
     p.add_argument("--config", help="YAML file of training settings (flags override it)")
     p.add_argument(
@@ -150,6 +167,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"accuracy {1 - best.get('val_wer', float('nan')):.1%}\n"
         f"model: {onnx_path}"
     )
+    if result.not_usable:
+        log.error(
+            "error: the run did not learn: %s. The model is kept but marked not usable. "
+            "What to try: check that the labels match the images (captcha-ocr inspect DATA, "
+            "--label-pattern); label more images; --pretrain synth; a longer budget (--epochs); "
+            "see the README's 'When training does not learn'.",
+            result.not_usable,
+        )
+        return NOT_LEARNED_STATUS
     return 0
 
 
@@ -161,6 +187,8 @@ def _train_overrides(args: argparse.Namespace) -> dict:
         overrides["ignore_case"] = True
     if args.strict:
         overrides["strict"] = True
+    if args.no_rescue:
+        overrides["rescue"] = False
     return overrides
 
 
