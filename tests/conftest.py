@@ -47,3 +47,20 @@ def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     )
     assert status == 0
     return (out / "latest").resolve()
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model without training: a fixed random linear ONNX reader (tests.helpers.write_model),
+    alone in its folder, read-only."""
+    from tests.helpers import write_model
+
+    return write_model(tmp_path_factory.mktemp("model") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def random_reader(random_model: Path):
+    """The ``Reader`` of :func:`random_model`, on one thread."""
+    from captcha_ocr.infer import Reader
+
+    return Reader.load(random_model, threads=1)

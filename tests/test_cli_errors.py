@@ -8,32 +8,22 @@ from pathlib import Path
 import pytest
 
 from captcha_ocr.cli import main
-
-
-def _fails(argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
+from tests.helpers import fails
 
 
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["train", str(tmp_path / "nope"), "--out", str(tmp_path)], capsys, "does not exist")
+    fails(["train", str(tmp_path / "nope"), "--out", str(tmp_path)], capsys, "does not exist")
 
 
 def test_empty_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    _fails(["train", str(tmp_path / "empty"), "--out", str(tmp_path)], capsys, "no images found")
+    fails(["train", str(tmp_path / "empty"), "--out", str(tmp_path)], capsys, "no images found")
 
 
 def test_no_image_matched_the_pattern(
     synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    _fails(
+    fails(
         ["train", str(synth_dir), "--out", str(tmp_path), "--label-pattern", r"^x(?P<label>\d+)$"],
         capsys,
         "matched the label pattern",
@@ -41,24 +31,24 @@ def test_no_image_matched_the_pattern(
 
 
 def test_bad_label_pattern(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["train", str(synth_dir), "--label-pattern", "(.+)"], capsys, "named group 'label'")
+    fails(["train", str(synth_dir), "--label-pattern", "(.+)"], capsys, "named group 'label'")
 
 
 def test_unknown_config_key(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 3\nlearnin_rate: 0.1\n")
-    _fails(["train", str(synth_dir), "--config", str(config)], capsys, "learnin_rate")
+    fails(["train", str(synth_dir), "--config", str(config)], capsys, "learnin_rate")
 
 
 def test_unknown_preset(synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["train", str(synth_dir), "--preset", "huge"], capsys, "unknown preset")
+    fails(["train", str(synth_dir), "--preset", "huge"], capsys, "unknown preset")
 
 
 def test_corrupt_onnx_file(tmp_path: Path, synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"this is not a protobuf" * 10)
     image = str(next(synth_dir.glob("*.png")))
-    _fails(["predict", str(bad), image], capsys, "not a readable ONNX model")
+    fails(["predict", str(bad), image], capsys, "not a readable ONNX model")
 
 
 @pytest.mark.slow
@@ -68,11 +58,11 @@ def test_truncated_onnx_file(
     data = (trained_run / "model.onnx").read_bytes()
     bad = tmp_path / "cut.onnx"
     bad.write_bytes(data[: len(data) // 2])
-    _fails(["predict", str(bad), str(next(synth_dir.glob("*.png")))], capsys, "cut.onnx")
+    fails(["predict", str(bad), str(next(synth_dir.glob("*.png")))], capsys, "cut.onnx")
 
 
 def test_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["predict", str(tmp_path / "none.onnx"), str(tmp_path)], capsys, "not found")
+    fails(["predict", str(tmp_path / "none.onnx"), str(tmp_path)], capsys, "not found")
 
 
 @pytest.mark.slow
@@ -83,9 +73,9 @@ def test_run_folder_with_missing_files(
     shutil.copytree(trained_run, run)
     (run / "model.onnx").unlink()
     image = str(next(synth_dir.glob("*.png")))
-    _fails(["predict", str(run), image], capsys, "no model.onnx", "captcha-ocr export")
+    fails(["predict", str(run), image], capsys, "no model.onnx", "captcha-ocr export")
     (run / "configs.yaml").unlink()
-    _fails(["export", str(run)], capsys, "configs.yaml is missing")
+    fails(["export", str(run)], capsys, "configs.yaml is missing")
 
 
 @pytest.mark.slow
@@ -98,7 +88,7 @@ def test_onnx_without_our_metadata(
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
-    _fails(
+    fails(
         ["predict", str(bare), str(next(synth_dir.glob("*.png")))],
         capsys,
         "no captcha-ocr metadata",
@@ -111,13 +101,13 @@ def test_evaluate_labels_the_model_cannot_output(
 ) -> None:
     image = next(synth_dir.glob("*.png"))
     shutil.copy(image, tmp_path / "zz9.png")
-    _fails(["evaluate", str(trained_run), str(tmp_path)], capsys, "cannot output", "'9z'")
+    fails(["evaluate", str(trained_run), str(tmp_path)], capsys, "cannot output", "'9z'")
 
 
 def test_synth_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["synth", str(tmp_path), "--size", "big"], capsys, "WIDTHxHEIGHT")
-    _fails(["synth", str(tmp_path), "--length", "6-4"], capsys, "--length")
-    _fails(["synth", str(tmp_path), "--font", __file__], capsys, "not a TrueType")
+    fails(["synth", str(tmp_path), "--size", "big"], capsys, "WIDTHxHEIGHT")
+    fails(["synth", str(tmp_path), "--length", "6-4"], capsys, "--length")
+    fails(["synth", str(tmp_path), "--font", __file__], capsys, "not a TrueType")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,7 @@ from captcha_ocr.images import (
     read_header,
 )
 from captcha_ocr.sizes import ImageSize
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
+from tests.helpers import encode
 
 
 def save(tmp_path: Path, name: str, image: Image.Image, **params) -> Path:

@@ -13,6 +13,7 @@ from captcha_ocr.config import TrainConfig, resolve_train_config
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.presets import PRESETS, SMALL_IMAGES, get_preset
 from captcha_ocr.sizes import ImageSize
+from tests.helpers import assert_runs_without
 
 
 def test_image_size_is_width_first_and_names_its_sides() -> None:
@@ -83,16 +84,10 @@ def test_height_help_gives_the_registry_numbers() -> None:
 
 def test_registry_and_the_modules_that_read_it_import_no_keras() -> None:
     code = (
-        "import sys\n"
         "import captcha_ocr.cli, captcha_ocr.config, captcha_ocr.data, captcha_ocr.survey\n"
         "import captcha_ocr.presets, captcha_ocr.sizes\n"
-        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
-        "assert not heavy, heavy\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    assert_runs_without(("tensorflow", "keras"), code, timeout=60)
 
 
 def test_every_builder_exists_and_refuses_inputs_under_its_minimum() -> None:

@@ -11,11 +11,9 @@ import io
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import httpx
@@ -37,6 +35,7 @@ from captcha_ocr.serve import (
     create_app,
 )
 from tests import tiny_reader
+from tests.helpers import png_with_size
 from tests.tiny_reader import CHARSET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,24 +92,6 @@ def text_fields_only(**fields: str) -> dict:
     ]
     content = ("".join(parts) + "--x--\r\n").encode()
     return {"content": content, "headers": {"content-type": "multipart/form-data; boundary=x"}}
-
-
-def png_with_size(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` but whose pixel data is one tiny row:
-    a decompression bomb refused from its header reads 413; one decoded reads 415 (truncated)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def assert_error(response: httpx.Response, status: int, kind: str) -> dict:

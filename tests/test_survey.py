@@ -14,7 +14,7 @@ from captcha_ocr.cli import main
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import load_image
 from captcha_ocr.survey import inspect_dataset
-from tests.test_cli_errors import _fails  # one error line, exit status 2, no traceback
+from tests.helpers import fails  # one error line, exit status 2, no traceback
 
 # The grid layout of survey._grid: an 8 px margin around tiles, a 28 px title band on top
 # and an 18 px caption under each tile.
@@ -320,12 +320,10 @@ def test_cli_errors(
 ) -> None:
     out = ["--grid" if command == "inspect" else "--out", str(tmp_path / "g.png")]
     (tmp_path / "empty").mkdir()
-    _fails([command, str(tmp_path / "empty"), *out], capsys, "no images found")
-    _fails([command, str(tmp_path / "nope"), *out], capsys, "does not exist")
-    _fails(
-        [command, str(mixed_dir), *out, "--label-pattern", "(.+)"], capsys, "named group 'label'"
-    )
-    _fails(
+    fails([command, str(tmp_path / "empty"), *out], capsys, "no images found")
+    fails([command, str(tmp_path / "nope"), *out], capsys, "does not exist")
+    fails([command, str(mixed_dir), *out, "--label-pattern", "(.+)"], capsys, "named group 'label'")
+    fails(
         [command, str(mixed_dir), *out, "--label-pattern", "(?P<label>"],
         capsys,
         "not a valid regex",
@@ -333,7 +331,7 @@ def test_cli_errors(
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "ab12.png").write_bytes(b"not an image")
-    _fails([command, str(junk), *out], capsys, "none of the images", "could be read")
+    fails([command, str(junk), *out], capsys, "none of the images", "could be read")
     assert not (tmp_path / "g.png").exists()
 
 
@@ -431,7 +429,7 @@ def test_augment_preview_without_labeled_images_is_an_error(
     mixed_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["augment-preview", str(mixed_dir), "--out", str(tmp_path / "g.png")]
-    _fails([*argv, "--label-pattern", r"^x(?P<label>\d+)$"], capsys, "no labeled images in")
+    fails([*argv, "--label-pattern", r"^x(?P<label>\d+)$"], capsys, "no labeled images in")
     assert not (tmp_path / "g.png").exists()
 
 
@@ -454,8 +452,8 @@ def test_augment_preview_rejects_negative_variants(
     mixed_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["augment-preview", str(mixed_dir), "--out", str(tmp_path / "g.png")]
-    _fails([*argv, "--variants", "-1"], capsys, "--variants")
-    _fails([*argv, "--rows", "0"], capsys, "--rows must be >= 1")
+    fails([*argv, "--variants", "-1"], capsys, "--variants")
+    fails([*argv, "--rows", "0"], capsys, "--rows must be >= 1")
 
 
 def test_inspect_reports_file_names_that_are_not_utf8(

@@ -8,7 +8,7 @@ import pytest
 
 from captcha_ocr.config import resolve_train_config
 from captcha_ocr.errors import CaptchaOCRError
-from tests.test_cli_errors import _fails
+from tests.helpers import fails
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_bad_settings_fail_before_a_run_folder_exists(
     flags: list[str], words: tuple[str, ...], synth_dir: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "runs"
-    _fails(["train", str(synth_dir), "--out", str(out), "--quiet", *flags], capsys, *words)
+    fails(["train", str(synth_dir), "--out", str(out), "--quiet", *flags], capsys, *words)
     assert not out.exists()
 
 
@@ -49,15 +49,15 @@ def test_resume_refuses_the_flags_it_would_ignore(tmp_path: Path, capsys) -> Non
     run = tmp_path / "run"
     run.mkdir()
     argv = ["train", "data", "--resume", str(run), "--lr", "0.1", "--config", "c.yaml"]
-    line = _fails([*argv, "--ignore-case", "--out", "elsewhere"], capsys, "--resume")
+    line = fails([*argv, "--ignore-case", "--out", "elsewhere"], capsys, "--resume")
     for flag in ("DATA", "--lr", "--config", "--ignore-case", "--out"):
         assert flag in line
     assert "only --epochs and --devices can" in line  # what can change is named too
-    _fails(["train", "--resume", str(run), "--preset", "tiny"], capsys, "--preset")
+    fails(["train", "--resume", str(run), "--preset", "tiny"], capsys, "--preset")
 
 
 def test_resume_with_only_its_own_flags_is_not_refused(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     run.mkdir()
     argv = ["train", "--resume", str(run), "--epochs", "5", "--devices", "1", "--quiet"]
-    _fails(argv, capsys, "configs.yaml is missing")  # got as far as reading the run folder
+    fails(argv, capsys, "configs.yaml is missing")  # got as far as reading the run folder
