@@ -115,6 +115,14 @@ def test_healthz_and_model_info(client: TestClient, reader: Reader) -> None:
     assert info["limits"]["max_images"] == ServeSettings().max_images
 
 
+def test_model_info_says_when_training_judged_the_model_not_usable(model_path: Path) -> None:
+    assert Reader.load(model_path).not_usable == ""
+    marked = Reader.load(model_path)
+    marked.not_usable = "its best epoch reads 0.0% of the validation captchas"
+    with make_client(marked) as c:
+        assert c.get("/v1/model").json()["not_usable"] == marked.not_usable
+
+
 def test_docs_and_openapi_describe_both_bodies(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     read = client.get("/openapi.json").json()["paths"]["/v1/read"]["post"]

@@ -86,6 +86,9 @@ class ModelInfo(BaseModel):
     max_label_length: int
     preset: str
     version: str
+    not_usable: str = Field(
+        "", description="Why training judged this model not usable (it did not learn); '' if usable."
+    )
     limits: Limits
 
 

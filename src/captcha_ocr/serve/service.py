@@ -75,6 +75,7 @@ class ReadService:
             "max_label_length": spec.max_label_length,
             "preset": spec.preset,
             "version": spec.version,
+            "not_usable": self.reader.not_usable,
             "limits": {
                 "max_images": limits.max_images,
                 "max_image_bytes": limits.max_image_bytes,
