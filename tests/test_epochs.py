@@ -103,6 +103,16 @@ def test_a_falling_loss_is_not_stuck_even_at_cer_1() -> None:
     assert not any(v.not_learning for v in verdicts) and not state.stuck
 
 
+def test_a_run_that_never_reads_a_captcha_is_stuck_after_half_its_budget() -> None:
+    # Memorising: the training loss falls fast, no validation captcha is ever read.
+    memorising = [(10.0 * 0.9**k, 1.0) for k in range(60)]
+    verdicts, state = _run(memorising, epochs=60)
+    assert len(verdicts) == 30 and state.stuck
+    learning = [(10.0 * 0.9**k, 1.0) for k in range(25)] + [(1.0, 0.5)] * 10
+    verdicts, state = _run(learning, epochs=60)
+    assert not state.stuck and "early stop" in state.stop_reason  # it learned at epoch 26
+
+
 def test_augmentation_starts_once_captchas_are_read() -> None:
     scores = [(10.0 - k * 0.5, 1.0) for k in range(5)] + [(4.0, 0.5), (3.0, 0.4)]
     verdicts, state = _run(scores)
