@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from captcha_ocr.config import AugmentConfig, TrainConfig
-from captcha_ocr.epochs import augments, judge_epoch, patience_epochs
+from captcha_ocr.epochs import augments, is_stuck_now, judge_epoch, patience_epochs
 from captcha_ocr.runfolder import HISTORY_COLUMNS, RunState, read_history, write_history
 from tests.helpers import assert_runs_without
 
@@ -161,3 +161,20 @@ def test_doctests_of_the_keras_free_training_modules() -> None:
 
     for module in (epochs, progress, runfolder):
         assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "first_stuck_epoch"),
+    [
+        ("rkn_default_stalled.csv", 15),  # flat loss: stuck at a quarter of 60 epochs
+        ("rkn_memorising.csv", 30),  # falling loss, nothing read: stuck at half
+        ("rkn_learned.csv", None),  # left the plateau at epoch 12, read 16 % at epoch 16
+    ],
+)
+def test_recorded_rkn_runs_are_judged_as_they_went(name: str, first_stuck_epoch) -> None:
+    """Histories of real runs on rkn_securimage (60-epoch budgets), epoch by epoch."""
+    history = read_history(Path(__file__).parent / "histories" / name)
+    config = TrainConfig(epochs=60)
+    verdicts = [is_stuck_now(history[:n], config) for n in range(1, len(history) + 1)]
+    first = verdicts.index(True) + 1 if True in verdicts else None
+    assert first == first_stuck_epoch
