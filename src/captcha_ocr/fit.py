@@ -146,15 +146,15 @@ def prepare_data(
 def training_batches(
     data: PreparedData,
     config: TrainConfig,
-    epoch: int,
+    start_epoch: int,
     steps_per_epoch: int,
     augment: bool = True,
     depth: int = 6,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of training batches ``(x (B, H, W, C) float32, y (B, L) int32)``, augmented
-    when ``augment`` is set, made ``depth`` batches ahead by two worker threads (NumPy and
-    Pillow release the GIL), so the model never waits on data. One epoch at a time, because
-    whether the next epoch is augmented is decided when this one ends.
+    """Training batches ``(x (B, H, W, C) float32, y (B, L) int32)`` from ``start_epoch`` on,
+    augmented when ``augment`` is set, made ``depth`` batches ahead by two worker threads
+    (NumPy and Pillow release the GIL), so the model never waits on data. When augmentation
+    starts (see ``AugmentConfig.after_plateau``) the loop opens a new feed at that epoch.
 
     Batch ``k`` of epoch ``e`` depends only on ``(seed, e, k)`` (and ``augment``): a seeded
     shuffle per epoch and a generator per batch, so a resumed run sees the same data as an
@@ -175,7 +175,7 @@ def training_batches(
         rng = np.random.default_rng([config.seed, epoch, index, 1])
         return augment_batch(images[chosen], config.augment, rng).astype(np.float32), labels[chosen]
 
-    jobs = ((epoch, k) for k in range(steps_per_epoch))
+    jobs = ((e, k) for e in range(start_epoch, config.epochs) for k in range(steps_per_epoch))
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batches") as pool:
         pending = collections.deque(
             pool.submit(make_batch, *job) for job in itertools.islice(jobs, depth)
@@ -409,13 +409,18 @@ def fit(
     callbacks = keras.callbacks.CallbackList([monitor, tensorboard], model=model)
     log.info("training in %s (Ctrl-C stops cleanly and keeps the best model)", run_dir)
     callbacks.on_train_begin()
-    batches = None
+    batches, fed_augmented = None, False
     try:
         for epoch in range(state.epochs_done, config.epochs):
             augment = augments(monitor.state, config, epoch)
-            if config.augment.after_plateau and augment and monitor.state.augment_from == epoch:
-                log.info("validation captchas are read: augmentation starts (epoch %d)", epoch + 1)
-            batches = training_batches(prepared, config, epoch, steps_in_epoch, augment)
+            if batches is None or augment != fed_augmented:
+                if batches is not None:  # augmentation starts here: a new feed from this epoch
+                    batches.close()
+                    log.info(
+                        "validation captchas are read: augmentation starts (epoch %d)", epoch + 1
+                    )
+                batches = training_batches(prepared, config, epoch, steps_in_epoch, augment)
+                fed_augmented = augment
             callbacks.on_epoch_begin(epoch)
             losses = []
             for index in range(steps_in_epoch):
@@ -423,7 +428,6 @@ def fit(
                 callbacks.on_train_batch_begin(index)
                 losses.append(train_step(model, strategy, x, y))
                 callbacks.on_train_batch_end(index, {"loss": losses[-1]})
-            batches.close()
             callbacks.on_epoch_end(epoch, {"loss": float(np.mean(losses))})
             if model.stop_training:
                 break

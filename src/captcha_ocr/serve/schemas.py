@@ -87,7 +87,8 @@ class ModelInfo(BaseModel):
     preset: str
     version: str
     not_usable: str = Field(
-        "", description="Why training judged this model not usable (it did not learn); '' if usable."
+        "",
+        description="Why training judged this model not usable (it did not learn); '' if usable.",
     )
     limits: Limits
 
