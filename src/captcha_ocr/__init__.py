@@ -10,9 +10,8 @@ Reading needs only NumPy, Pillow and ONNX Runtime:
 Training lives in :mod:`captcha_ocr.train` (needs the ``[train]`` extra).
 """
 
-__version__ = "0.1.0"
-
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.infer import Prediction, Reader
+from captcha_ocr.version import __version__
 
 __all__ = ["CaptchaOCRError", "Prediction", "Reader", "__version__"]

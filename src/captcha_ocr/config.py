@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from captcha_ocr import __version__
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.presets import PRESETS, get_preset
 from captcha_ocr.runfolder import CONFIG_FILE
 from captcha_ocr.sizes import ImageSize
+from captcha_ocr.version import __version__
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_ocr import __version__
 from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_config, load_run_verdict
 from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
@@ -25,6 +24,7 @@ from captcha_ocr.files import atomic_path
 from captcha_ocr.infer import Reader, resolve_model_path
 from captcha_ocr.metadata import NOT_USABLE_KEY, metadata_from_spec, write_metadata
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
+from captcha_ocr.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict
 
-from captcha_ocr import __version__
 from captcha_ocr.config import ModelSpec, from_dict, validate_model_spec
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.version import __version__
 
 METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
 # Present (with the reason) when training judged the model not usable: it did not learn.

@@ -16,9 +16,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from captcha_ocr import __version__
 from captcha_ocr.cli import data_commands, read_commands, train_commands
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.version import __version__
 
 # The commands in the order `captcha-ocr --help` lists them.
 COMMANDS = (
