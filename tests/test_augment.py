@@ -13,7 +13,7 @@ from captcha_ocr.augment import augment_batch, augment_image, background_colour
 from captcha_ocr.config import AugmentConfig
 from captcha_ocr.images import border_colour
 
-ZERO = AugmentConfig(0, 0, 0, 0, 0, 0, 0, 0)
+ZERO = AugmentConfig(0, 0, 0, 0, 0, 0, 0, 0, after_plateau=False)  # from the first epoch
 ALWAYS = AugmentConfig(probability=1.0)  # every default strength, on every image
 
 
