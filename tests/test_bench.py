@@ -164,3 +164,25 @@ def test_pretrain_smoke(synth_dir: Path, tmp_path: Path) -> None:
     text = results.read_text()
     assert "<!-- pretrain -->" in text and "| 40 | none |" in text and "| 40 | synth |" in text
     assert "without pre-training" in text and (tmp_path / "pretrain.png").is_file()
+
+
+def test_real_sites_smoke(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """One fake "site" (a folder of labeled captchas): its held-out fifth is fixed by the
+    file names, train runs as a user would run it, the table lands in RESULTS.md."""
+    import shutil
+
+    import real_sites
+
+    site = tmp_path / "datasets" / "fake"
+    shutil.copytree(synth_dir, site)
+    monkeypatch.setattr(real_sites, "DATASETS", tmp_path / "datasets")
+    monkeypatch.setattr(real_sites, "SITES", [real_sites.Site("fake")])
+    results = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(real_sites, "update_section", lambda n, md: results.write_text(md))
+    argv = ["--sets", "fake", "--max-train", "60", "--flags", "--preset", "tiny", "--epochs", "1"]
+    assert real_sites.main(argv) == 0
+    names = [p.name for p in site.iterdir()]
+    held = [n for n in names if real_sites.held_out(n)]
+    assert 0.1 < len(held) / len(names) < 0.3  # about a fifth, by name alone
+    table = results.read_text()
+    assert f"| fake | 60 | {len(held)} |" in table and "--preset tiny --epochs 1" in table
