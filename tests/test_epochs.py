@@ -114,12 +114,13 @@ def test_a_run_that_never_reads_a_captcha_is_stuck_after_half_its_budget() -> No
 
 
 def test_augmentation_starts_once_captchas_are_read() -> None:
+    waits = TrainConfig(augment=AugmentConfig(after_plateau=True))
     scores = [(10.0 - k * 0.5, 1.0) for k in range(5)] + [(4.0, 0.5), (3.0, 0.4)]
-    verdicts, state = _run(scores)
+    verdicts, state = _run(scores, augment=AugmentConfig(after_plateau=True))
     assert [v.state.augment_from for v in verdicts] == [-1] * 5 + [6, 6]
-    assert not augments(verdicts[4].state, TrainConfig(), 5)
-    assert augments(state, TrainConfig(), 6)
-    assert augments(RunState(), TrainConfig(augment=AugmentConfig(after_plateau=False)), 0)
+    assert not augments(verdicts[4].state, waits, 5)
+    assert augments(state, waits, 6)
+    assert augments(RunState(), TrainConfig(), 0)  # the default: from the first epoch
 
 
 def test_judging_does_not_change_the_state_it_was_given() -> None:

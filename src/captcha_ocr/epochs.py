@@ -141,7 +141,9 @@ def augments(state: RunState, config: TrainConfig, epoch: int) -> bool:
     """Whether epoch ``epoch`` (0-based) trains on augmented images (see
     ``AugmentConfig.after_plateau``).
 
-    >>> augments(RunState(), TrainConfig(), 0), augments(RunState(augment_from=3), TrainConfig(), 3)
+    >>> from captcha_ocr.config import AugmentConfig
+    >>> waits = TrainConfig(augment=AugmentConfig(after_plateau=True))
+    >>> augments(RunState(), waits, 0), augments(RunState(augment_from=3), waits, 3)
     (False, True)
     """
     return not config.augment.after_plateau or 0 <= state.augment_from <= epoch
