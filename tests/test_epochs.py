@@ -86,7 +86,7 @@ def test_not_learning_is_said_after_a_fair_share_of_the_budget() -> None:
     # On the plateau: no captcha read, the loss all but flat (0.1 % an epoch).
     flat = [(10.0 - k * 0.01, 1.0) for k in range(12)]
     verdicts, _ = _run(flat, epochs=40, rescue=False)
-    assert [v.not_learning for v in verdicts].index(True) == 9  # epoch 10 = max(10, 40 // 4)
+    assert [v.state.stuck for v in verdicts].index(True) == 9  # epoch 10 = max(10, 40 // 4)
     assert not any(v.stop_reason for v in verdicts)  # without rescue it trains on
 
 
@@ -100,7 +100,7 @@ def test_a_stuck_run_stops_for_its_rescue() -> None:
 def test_a_falling_loss_is_not_stuck_even_at_cer_1() -> None:
     falling = [(10.0 * 0.97**k, 1.0) for k in range(30)]  # 3 % an epoch, nothing read yet
     verdicts, state = _run(falling, epochs=80)
-    assert not any(v.not_learning for v in verdicts) and not state.stuck
+    assert not any(v.state.stuck for v in verdicts) and not state.stuck
 
 
 def test_a_run_that_never_reads_a_captcha_is_stuck_after_half_its_budget() -> None:

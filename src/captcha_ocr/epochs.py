@@ -98,7 +98,6 @@ class EpochVerdict:
     new_best: bool  # the best checkpoint (model.keras) moves to this epoch
     learning_rate: float | None  # the plateau schedule cut the rate to this; None: unchanged
     stop_reason: str  # why training stops after this epoch; "" to go on
-    not_learning: bool  # still on the blank plateau after a fair share of the budget
 
 
 # A stop rule reads the counters (this epoch counted), the history (this epoch last), the
@@ -207,5 +206,4 @@ def judge_epoch(
         "",
     )
     state.stop_reason = stop_reason
-    not_learning = state.stuck
-    return EpochVerdict(state, new_record, new_best, learning_rate, stop_reason, not_learning)
+    return EpochVerdict(state, new_record, new_best, learning_rate, stop_reason)

@@ -261,7 +261,7 @@ class EpochMonitor(keras.callbacks.Callback):
                 self.model.optimizer.learning_rate.assign(verdict.learning_rate)
             if verdict.stop_reason:
                 self.model.stop_training = True
-            if verdict.not_learning:
+            if verdict.state.stuck:  # on the blank plateau after a fair share of the budget
                 self.warn_not_learning(epoch + 1)
             save_model_atomic(self.model, self.run_dir / LAST_MODEL)
             write_history(self.run_dir / HISTORY_FILE, self.history)
