@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser  # noqa: F401  (the fixture the page tests share)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "captcha_images_v2"
