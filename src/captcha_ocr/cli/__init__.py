@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from captcha_ocr.cli import data_commands, read_commands, train_commands
+from captcha_ocr.cli import data_commands, label_commands, read_commands, train_commands
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.version import __version__
 
@@ -24,6 +24,7 @@ from captcha_ocr.version import __version__
 COMMANDS = (
     data_commands.add_synth,
     data_commands.add_download,
+    label_commands.add_label,
     train_commands.add_train,
     data_commands.add_inspect,
     data_commands.add_augment_preview,
