@@ -4,18 +4,14 @@ reader (tests/tiny_reader.py), which reads back exactly what ``tiny_reader.draw`
 
 from __future__ import annotations
 
-import hashlib
-import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 pytest.importorskip("fastapi")
 
@@ -26,28 +22,9 @@ from captcha_ocr.label.rounds import train_command
 from captcha_ocr.label.session import LabelSession, LabelSettings
 from tests import tiny_reader
 from tests.helpers import fails
+from tests.label_helpers import TEXTS, digests, draw_images, start_app
 
 TINY_ROUNDS = ("--preset", "tiny", "--epochs", "2", "--seed", "1")
-TEXTS = ["ab1", "c2d", "1234", "dcba", "a1b2", "bb", "4c", "d3a", "2a2", "cab"]
-
-
-def draw_images(folder: Path, texts: list[str] = TEXTS) -> dict[str, str]:
-    """Captchas the tiny reader reads exactly, under neutral names; {file name: text}."""
-    folder.mkdir(parents=True)
-    truth = {}
-    for i, text in enumerate(texts):
-        name = f"cap{i:03d}.png"
-        Image.fromarray(tiny_reader.draw(text)[..., 0]).save(folder / name)
-        truth[name] = text
-    return truth
-
-
-def digests(folder: Path) -> dict[str, str]:
-    """sha256 of every image file under ``folder``."""
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*.png"))
-    }
 
 
 def settings(images: Path, tmp_path: Path, **changes) -> LabelSettings:
@@ -78,7 +55,9 @@ def test_the_api(tmp_path: Path) -> None:
     truth = draw_images(images)
     (images / "broken.png").write_bytes(b"\x89PNG but not really")
     before = digests(images)
-    session = LabelSession(settings(images, tmp_path, model=str(tiny_reader.PATH), charset="abcd1234"))
+    session = LabelSession(
+        settings(images, tmp_path, model=str(tiny_reader.PATH), charset="abcd1234")
+    )
     with TestClient(create_app(session)) as client:
         status = wait_for(client, lambda s: s["suggestions"]["count"] == len(TEXTS))
         assert status["total"] == len(TEXTS) and status["labeled"] == 0 and status["skipped"] == 1
@@ -101,7 +80,9 @@ def test_the_api(tmp_path: Path) -> None:
         answer = client.put(f"/v1/labels/{first['id']}", json={"label": "ab"})
         assert answer.status_code == 200 and answer.json() == {"id": first["id"], "label": "ab"}
         assert client.get(f"/v1/labels/{first['id']}").json()["label"] == "ab"
-        assert first["id"] not in [i["id"] for i in client.get("/v1/queue?limit=50").json()["items"]]
+        assert first["id"] not in [
+            i["id"] for i in client.get("/v1/queue?limit=50").json()["items"]
+        ]
         detail = assert_error(
             client.put(f"/v1/labels/{first['id']}", json={"label": "abz"}), 422, "invalid_label"
         )["detail"]
@@ -113,7 +94,10 @@ def test_the_api(tmp_path: Path) -> None:
         assert_error(client.get("/v1/queue?order=best"), 422, "invalid_parameter")
         assert (images / "labels.csv").read_text() == f"path,label\n{first['path']},ab\n"
         assert client.get("/v1/status").json()["labeled"] == 1
-        assert client.delete(f"/v1/labels/{first['id']}").json() == {"id": first["id"], "label": None}
+        assert client.delete(f"/v1/labels/{first['id']}").json() == {
+            "id": first["id"],
+            "label": None,
+        }
         assert (images / "labels.csv").read_text() == "path,label\n"
         assert_error(client.post("/v1/rounds"), 409, "round_busy")  # too few labels
         paths = client.get("/openapi.json").json()["paths"]
@@ -127,10 +111,14 @@ def test_the_api(tmp_path: Path) -> None:
 
 
 def test_the_round_command_lines(tmp_path: Path) -> None:
-    first = train_command(Path("r1/labels.csv"), Path("r1/runs"), None, ["--pretrain", "synth"], ["--seed", "2"])
+    first = train_command(
+        Path("r1/labels.csv"), Path("r1/runs"), None, ["--pretrain", "synth"], ["--seed", "2"]
+    )
     assert first[:3] == [sys.executable, "-m", "captcha_ocr"]
     assert first[3:] == ["train", "r1/labels.csv", "--out", "r1/runs", "--quiet", "--pretrain", "synth", "--seed", "2"]  # fmt: skip
-    later = train_command(Path("r2/labels.csv"), Path("r2/runs"), "r1/runs/x", ["--pretrain", "synth"], [])
+    later = train_command(
+        Path("r2/labels.csv"), Path("r2/runs"), "r1/runs/x", ["--pretrain", "synth"], []
+    )
     assert later[-2:] == ["--init", "r1/runs/x"] and "--pretrain" not in later
 
 
@@ -147,12 +135,16 @@ def test_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     fails(["label", images, "--out", tmp_path / "w"], capsys, "labels.csv:2", "path,label")
     (images / "labels.csv").unlink()
     fails(["label", images, "--out", tmp_path / "w", "--model", tmp_path / "m.onnx"], capsys, "not found")  # fmt: skip
-    fails(["label", images, "--out", tmp_path / "w2", "--charset", ""], capsys, "--charset is empty")
+    fails(
+        ["label", images, "--out", tmp_path / "w2", "--charset", ""], capsys, "--charset is empty"
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        fails(["label", images, "--out", tmp_path / "w3", "--port", port], capsys, f"{port}", "--port")
+        fails(
+            ["label", images, "--out", tmp_path / "w3", "--port", port], capsys, f"{port}", "--port"
+        )
     other = tmp_path / "other"
     draw_images(other)
     fails(["label", other, "--out", tmp_path / "w3"], capsys, "belongs to the images folder")
@@ -170,23 +162,37 @@ def test_rounds_train_chain_and_fail_while_labeling_goes_on(tmp_path: Path) -> N
     session = LabelSession(settings(images, tmp_path, round_size=10, train_args=not_learning))
     with TestClient(create_app(session)) as client:
         for item in client.get("/v1/queue?limit=10").json()["items"]:
-            assert client.put(f"/v1/labels/{item['id']}", json={"label": truth[item["path"]]}).status_code == 200
+            assert (
+                client.put(
+                    f"/v1/labels/{item['id']}", json={"label": truth[item["path"]]}
+                ).status_code
+                == 200
+            )
         status = client.get("/v1/status").json()  # the 10th label started round 1
         assert status["round"]["state"] == "training" and status["labeled"] == 10
         assert_error(client.post("/v1/rounds"), 409, "round_busy")
         status = wait_for(client, lambda s: s["round"]["number"] == 1 and s["suggestions"]["model"])
         round1 = status["round"]
-        assert round1["state"] == "idle" and round1["labels_used"] == 10 and round1["val_images"] == 1
+        assert (
+            round1["state"] == "idle" and round1["labels_used"] == 10 and round1["val_images"] == 1
+        )
         assert round1["accuracy"] in (0.0, 1.0) and "floor" in round1["warning"]  # exit status 3
         assert Path(round1["model"], "model.onnx").is_file()
         assert status["suggestions"]["model"] == round1["model"]
         left = client.get("/v1/queue?limit=50").json()["items"]
-        assert len(left) == 12 and all(i["suggestion"] is not None or i["confidence"] is None for i in left)
+        assert len(left) == 12 and all(
+            i["suggestion"] is not None or i["confidence"] is None for i in left
+        )
 
         for item in left[:2]:
             client.put(f"/v1/labels/{item['id']}", json={"label": truth[item["path"]]})
         assert client.post("/v1/rounds").json() == {"round": 2}
-        round2 = wait_for(client, lambda s: s["round"]["number"] == 2 and s["suggestions"]["model"] == s["round"]["model"])["round"]
+        round2 = wait_for(
+            client,
+            lambda s: (
+                s["round"]["number"] == 2 and s["suggestions"]["model"] == s["round"]["model"]
+            ),
+        )["round"]
         assert round2["labels_used"] == 12 and round2["model"] != round1["model"]
         command = (Path(round2["model"]).parents[1] / "train.err").read_text()
         config = (Path(round2["model"]) / "configs.yaml").read_text()
@@ -202,40 +208,14 @@ def test_rounds_train_chain_and_fail_while_labeling_goes_on(tmp_path: Path) -> N
         assert failed["state"] == "failed" and "no-such-preset" in failed["error"], failed
         assert failed["number"] == 2 and failed["model"] == round2["model"]
         item = client.get("/v1/queue?limit=1").json()["items"][0]
-        assert client.put(f"/v1/labels/{item['id']}", json={"label": truth[item["path"]]}).status_code == 200
+        assert (
+            client.put(f"/v1/labels/{item['id']}", json={"label": truth[item["path"]]}).status_code
+            == 200
+        )
         assert client.get("/v1/status").json()["round"]["state"] == "failed"  # no retry per label
         assert client.post("/v1/rounds").status_code == 202  # a person can try again at once
         wait_for(client, lambda s: s["round"]["state"] != "training", 60)
     assert digests(images) == before
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(images: Path, work: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    """``captcha-ocr label`` in its own process, once it answers; (process, base URL)."""
-    port = free_port()
-    command = [sys.executable, "-m", "captcha_ocr", "label", str(images), "--out", str(work)]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), *flags],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "no answer after 60 s:\n" + log.read_text()
-        try:
-            if httpx.get(url + "/v1/status", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
 
 
 def test_sigkill_right_after_a_save_loses_nothing(tmp_path: Path) -> None:
@@ -248,7 +228,9 @@ def test_sigkill_right_after_a_save_loses_nothing(tmp_path: Path) -> None:
         assert "http://127.0.0.1:" in log.read_text()  # it prints its URL
         items = httpx.get(url + "/v1/queue?limit=3").json()["items"]
         for item in items:
-            response = httpx.put(f"{url}/v1/labels/{item['id']}", json={"label": truth[item["path"]]})
+            response = httpx.put(
+                f"{url}/v1/labels/{item['id']}", json={"label": truth[item["path"]]}
+            )
             assert response.status_code == 200
     finally:
         process.send_signal(signal.SIGKILL)

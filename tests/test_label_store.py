@@ -86,7 +86,7 @@ def test_journal_entries_not_yet_folded_are_folded_at_start(images: Path, tmp_pa
 def test_a_damaged_journal_line_before_the_last_is_an_error(images: Path, tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / JOURNAL_FILE).write_text('garbage\n{"path": "img1.png", "label": "a"}\n')
-    with pytest.raises(CaptchaOCRError, match="journal.jsonl:1 is damaged"):
+    with pytest.raises(CaptchaOCRError, match=r"journal\.jsonl:1 is damaged"):
         open_store(images, tmp_path)
 
 
@@ -98,7 +98,9 @@ def test_a_hand_written_csv_is_respected(images: Path, tmp_path: Path) -> None:
     assert store.label(by_rel(store, "img1.png")) == "hand" and store.labeled_count() == 2
     store.save(by_rel(store, "img2.png"), "new")
     text = (images / "labels.csv").read_text()
-    assert "img1.png,hand" in text and "/elsewhere/other.png,kept" in text and "img2.png,new" in text
+    assert (
+        "img1.png,hand" in text and "/elsewhere/other.png,kept" in text and "img2.png,new" in text
+    )
     # another tool rewrites the CSV while the app runs: its rows win over the store's old ones
     (images / "labels.csv").write_text("path,label\nimg5.png,tool\n")
     store.save(by_rel(store, "img3.png"), "mine")

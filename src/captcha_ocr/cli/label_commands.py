@@ -29,7 +29,10 @@ def add_label(sub: argparse._SubParsersAction) -> None:
         help="suggestions from the start; a run folder is also where round 1 starts from",
     )
     p.add_argument(
-        "--round-size", type=int, default=50, help="train a round after this many new labels (default 50)"
+        "--round-size",
+        type=int,
+        default=50,
+        help="train a round after this many new labels (default 50)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")

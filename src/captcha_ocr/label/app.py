@@ -12,7 +12,7 @@ import logging
 import mimetypes
 import socket
 from importlib import resources
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse, HTMLResponse
@@ -144,8 +144,8 @@ def create_app(session: LabelSession) -> FastAPI:
 
     @app.get("/v1/queue", summary="The next unlabeled images, in queue order", response_model=Queue)
     def queue(
-        limit: int = Query(20, ge=1, le=MAX_QUEUE),
-        order: Order | None = Query(None, description="Override the queue's order policy."),
+        limit: Annotated[int, Query(ge=1, le=MAX_QUEUE)] = 20,
+        order: Annotated[Order | None, Query(description="Override the order policy.")] = None,
     ) -> dict:
         return {"items": session.queue(limit, order)}
 
@@ -230,4 +230,3 @@ def run_app(session: LabelSession, host: str, port: int) -> None:
         flush=True,
     )
     uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
-

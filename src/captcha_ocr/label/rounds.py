@@ -249,7 +249,9 @@ class Rounds:
                 open(folder / STDOUT_FILE, "wb") as out,
                 open(folder / STDERR_FILE, "wb") as err,
             ):
-                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                )
             self._process = process
             self.state.state, self.state.error = "training", ""
             self.state.labels_at_start = len(samples)

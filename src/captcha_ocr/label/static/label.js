@@ -299,9 +299,12 @@ $("train-now").addEventListener("click", async () => {
   pollStatus();
 });
 
-function roundText(round) {
+function roundText(round, suggestions) {
   if (round.state === "training") return `round ${round.number + 1} training...`;
-  if (round.number === 0) return "no model yet";
+  if (round.number === 0) {
+    if (!suggestions.model) return "no model yet";
+    return `no round yet; suggestions from ${suggestions.model.split("/").slice(-2).join("/")}`;
+  }
   const accuracy =
     round.accuracy === null
       ? "accuracy -"
@@ -319,7 +322,7 @@ async function pollStatus() {
   }
   $("progress").textContent = `${status.labeled} / ${status.total}`;
   $("rate").textContent = status.labels_per_minute.toFixed(1);
-  $("round").textContent = roundText(status.round);
+  $("round").textContent = roundText(status.round, status.suggestions);
   $("train-now").disabled = status.round.state === "training";
   const error = $("round-error");
   error.hidden = status.round.state !== "failed";
