@@ -21,7 +21,7 @@ from captcha_ocr.label.app import create_app
 from captcha_ocr.label.rounds import train_command
 from captcha_ocr.label.session import LabelSession, LabelSettings
 from tests import tiny_reader
-from tests.helpers import fails
+from tests.helpers import assert_runs_without, fails
 from tests.label_helpers import TEXTS, digests, draw_images, start_app
 
 TINY_ROUNDS = ("--preset", "tiny", "--epochs", "2", "--seed", "1")
@@ -108,6 +108,18 @@ def test_the_api(tmp_path: Path) -> None:
         assert client.get("/static/label.js").status_code == 200
         assert "http" not in page.text.replace("http-equiv", "")  # nothing from a CDN
     assert digests(images) == before
+
+
+def test_suggestions_keep_to_the_charset(tmp_path: Path) -> None:
+    """A suggestion the store would refuse helps nobody: readings keep to --charset."""
+    images = tmp_path / "images"
+    draw_images(images)
+    model = str(tiny_reader.PATH)
+    session = LabelSession(settings(images, tmp_path, model=model, charset="abc123"))
+    with TestClient(create_app(session)) as client:
+        wait_for(client, lambda s: s["suggestions"]["count"] > 0)
+        suggestions = [i["suggestion"] for i in client.get("/v1/queue?limit=50").json()["items"]]
+        assert "ab1" in suggestions and not any(set(s or "") & set("d4") for s in suggestions)
 
 
 def test_the_round_command_lines(tmp_path: Path) -> None:
@@ -246,3 +258,23 @@ def test_sigkill_right_after_a_save_loses_nothing(tmp_path: Path) -> None:
         process.wait(20)
     assert digests(images) == before
     assert sorted(p.name for p in images.iterdir()) == sorted([*truth, "labels.csv"])
+
+
+def test_the_app_never_imports_tensorflow(tmp_path: Path) -> None:
+    """The labeling app is on the reading side: rounds train in a child process."""
+    draw_images(tmp_path / "images")
+    code = f"""
+from pathlib import Path
+from fastapi.testclient import TestClient
+from captcha_ocr.cli import build_parser
+from captcha_ocr.label.app import create_app
+from captcha_ocr.label.session import LabelSession, LabelSettings
+build_parser().parse_args(["label", "x"])
+settings = LabelSettings(Path({str(tmp_path / "images")!r}), Path({str(tmp_path / "work")!r}),
+                         model={str(tiny_reader.PATH)!r})
+with TestClient(create_app(LabelSession(settings))) as client:
+    item = client.get("/v1/queue?limit=1").json()["items"][0]
+    assert client.put("/v1/labels/" + item["id"], json={{"label": "ab"}}).status_code == 200
+    assert client.get("/v1/status").json()["labeled"] == 1
+"""
+    assert_runs_without(("tensorflow", "keras", "tf2onnx"), code)

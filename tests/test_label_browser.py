@@ -120,12 +120,18 @@ def test_review_grid(browser, app) -> None:
     wrong = "cap003.png"  # the reader reads what was drawn; here the person knows better
     truth = {**truth, wrong: "dcbb"}
     browser.get(url + "/")
-    wait(browser, lambda: "suggestion" in browser.find_element(By.ID, "confidence").text, "a suggestion")
+    wait(
+        browser,
+        lambda: "suggestion" in browser.find_element(By.ID, "confidence").text,
+        "a suggestion",
+    )
     type_into_answer(browser, Keys.F2)
     cells = lambda: browser.find_elements(By.CSS_SELECTOR, "#grid .cell")  # noqa: E731
     wait(browser, lambda: len(cells()) == len(truth), "the review grid")
     assert not browser.find_element(By.ID, "answer").is_displayed()  # one mode at a time
-    shown = {c.get_attribute("data-id"): c.find_element(By.CLASS_NAME, "text").text for c in cells()}
+    shown = {
+        c.get_attribute("data-id"): c.find_element(By.CLASS_NAME, "text").text for c in cells()
+    }
     assert shown[image_id(wrong)] == "dcba"  # each cell shows its predicted text
 
     cell = browser.find_element(By.CSS_SELECTOR, f'#grid .cell[data-id="{image_id(wrong)}"]')
@@ -137,4 +143,6 @@ def test_review_grid(browser, app) -> None:
     browser.find_element(By.TAG_NAME, "body").send_keys("a")  # accept the rest
     wait(browser, lambda: len(csv_labels(images)) == len(truth), "every label in the CSV")
     assert csv_labels(images) == truth
-    wait(browser, lambda: browser.find_element(By.ID, "review-empty").is_displayed(), "an empty grid")
+    wait(
+        browser, lambda: browser.find_element(By.ID, "review-empty").is_displayed(), "an empty grid"
+    )

@@ -95,12 +95,20 @@ class Suggestions:
         with self._lock:
             return dict(self._by_id)
 
-    def refresh(self, reader: Reader, model: str, images: Sequence[Image]) -> None:
+    def refresh(
+        self, reader: Reader, model: str, images: Sequence[Image], charset: str | None = None
+    ) -> None:
         """Read ``images`` with ``reader`` (batched) and replace the suggestions; the old ones
-        stay in use until the new ones are ready."""
+        stay in use until the new ones are ready. With ``charset`` (``--charset``), readings
+        keep to the characters a label may have (a suggestion the store would refuse helps
+        nobody)."""
         self.refreshing = True
         try:
-            predictions = reader.read_batch([i.path for i in images], READ_BATCH, skip_errors=True)
+            allowed = "".join(c for c in charset if c in reader.charset.chars) if charset else ""
+            paths = [i.path for i in images]
+            predictions = reader.read_batch(
+                paths, READ_BATCH, allowed_chars=allowed or None, skip_errors=True
+            )
             fresh, failed = {}, {}
             for image, prediction in zip(images, predictions):
                 if prediction.text is None:

@@ -278,6 +278,8 @@ class Rounds:
         reader = None
         try:
             if self._closing:
+                with self._lock:  # a restart trains this round again when it has its labels
+                    self.state.labels_at_start = self.state.labels_used
                 raise CaptchaOCRError("the app stopped while this round trained")
             if status not in (0, NOT_LEARNED_STATUS):
                 tail = stderr_tail(folder / STDERR_FILE)

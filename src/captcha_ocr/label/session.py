@@ -111,7 +111,8 @@ class LabelSession:
 
     def _refresh(self, reader: Reader, model: str) -> None:
         try:
-            self.suggestions.refresh(reader, model, self.store.unlabeled())
+            images = self.store.unlabeled()
+            self.suggestions.refresh(reader, model, images, self.settings.charset)
         except Exception:  # a failed refresh keeps the old suggestions; the app goes on
             log.exception("could not refresh the suggestions with %s", model)
 
