@@ -4,6 +4,7 @@ reader (tests/tiny_reader.py), which reads back exactly what ``tiny_reader.draw`
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import sys
@@ -132,6 +133,29 @@ def test_the_round_command_lines(tmp_path: Path) -> None:
         Path("r2/labels.csv"), Path("r2/runs"), "r1/runs/x", ["--pretrain", "synth"], []
     )
     assert later[-2:] == ["--init", "r1/runs/x"] and "--pretrain" not in later
+
+
+def test_a_model_run_folder_starts_round_one(tmp_path: Path) -> None:
+    """--model RUN gives suggestions at once and is where round 1 starts (train --init)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_reader.PATH, run / "model.onnx")
+    (run / "model.keras").write_bytes(b"")  # what --init looks for; train checks the rest
+    images = tmp_path / "images"
+    draw_images(images)
+    first_round_args = ("--pretrain", "synth")
+    session = LabelSession(
+        settings(images, tmp_path, model=str(run), first_round_args=first_round_args)
+    )
+    with TestClient(create_app(session)) as client:
+        wait_for(client, lambda s: s["suggestions"]["model"] == str(run))
+        for item in client.get("/v1/queue?limit=10").json()["items"]:
+            client.put(f"/v1/labels/{item['id']}", json={"label": item["suggestion"]})
+        assert client.post("/v1/rounds").json() == {"round": 1}
+        failed = wait_for(client, lambda s: s["round"]["state"] != "training", 60)["round"]
+    command = (tmp_path / "work" / "rounds" / "round-1" / "command.txt").read_text()
+    assert f"--init {run}" in command and "--pretrain" not in command
+    assert failed["state"] == "failed" and "configs.yaml" in failed["error"]  # not a real run
 
 
 def test_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

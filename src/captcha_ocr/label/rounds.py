@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ STATE_FILE = "rounds.json"
 SNAPSHOT_CSV = "labels.csv"  # in a round's folder: the labels it trains on
 STDOUT_FILE = "train.out"
 STDERR_FILE = "train.err"
+COMMAND_FILE = "command.txt"  # in a round's folder: the train command it ran
 RUNS_SUBDIR = "runs"  # in a round's folder: train --out
 
 # train's exit status for a model that did not learn (cli.train_commands.NOT_LEARNED_STATUS;
@@ -245,6 +247,7 @@ class Rounds:
                 snapshot, folder / RUNS_SUBDIR, init, self.first_round_args, self.train_args
             )
             log.info("round %d: training on %d labels: %s", number, len(samples), command[3:])
+            write_text_atomic(folder / COMMAND_FILE, shlex.join(command) + "\n")
             with (
                 open(folder / STDOUT_FILE, "wb") as out,
                 open(folder / STDERR_FILE, "wb") as err,
