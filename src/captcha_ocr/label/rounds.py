@@ -225,7 +225,12 @@ class Rounds:
                 return False
             if labeled < MIN_ROUND_LABELS:
                 return False
-            self.start()
+            try:
+                self.start()
+            except Exception as error:  # a save that started it must still answer: it is saved
+                self.state.labels_at_start = labeled  # no new try at every label
+                self._failed(f"the round could not start: {error}")
+                return False
             return True
 
     def start(self) -> int:
