@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captcha_ocr.basemodel import resolve_base
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import ModelSpec
 from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_batch, restrict
@@ -45,8 +46,9 @@ class Prediction:
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:
-    """A run folder or an ``.onnx`` file -> the ``.onnx`` file, with a clear error if absent."""
-    path = Path(model)
+    """A run folder, an ``.onnx`` file or ``"base"`` (the base model shipped in the package)
+    -> the ``.onnx`` file, with a clear error if absent."""
+    path = resolve_base(model)
     if path.is_dir():
         onnx_path = path / ONNX_FILE
         if not onnx_path.is_file():
