@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captcha_ocr.basemodel import resolve_base
 from captcha_ocr.config import ModelSpec, load_run_config
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def init_spec(source: str | Path) -> ModelSpec:
     """The model spec of the run folder that ``--init`` names (checked to hold a model)."""
-    run_dir = Path(source)
+    run_dir = resolve_base(source)
     if not (run_dir / CONFIG_FILE).is_file():
         raise CaptchaOCRError(
             f"--init {source}: not a run folder ({CONFIG_FILE} is missing); give the folder "
@@ -43,7 +44,7 @@ def initial_weights(source: str | Path, spec: ModelSpec) -> list[np.ndarray]:
             f"--init {source} is a {source_spec.preset!r} network, this run a {spec.preset!r} "
             f"one; leave --preset out (or give --preset {source_spec.preset})"
         )
-    source_model = load_best_model(source)
+    source_model = load_best_model(resolve_base(source))
     target_model = build_model(spec)
     weights = [w.copy() for w in target_model.get_weights()]
     source_weights = source_model.get_weights()
