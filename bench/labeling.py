@@ -58,6 +58,7 @@ from captcha_ocr.data import Sample, find_samples
 from captcha_ocr.evaluate import evaluate
 from captcha_ocr.infer import Reader
 from captcha_ocr.label.queue import ORDERS
+from captcha_ocr.label.rounds import first_round_start
 
 START_TIMEOUT_S = 120  # the app answers within this, or the run fails
 POLL_S = 0.5
@@ -155,7 +156,9 @@ def label_session(args: argparse.Namespace, order: str, dev: list[Sample], test:
     """One simulated person labeling with one queue order, until the stop rule."""
     truth = copy_neutral(dev, work / "images", args.seed)
     flags = ["--order", order, "--round-size", str(args.round_size), "--seed", str(args.seed)]
-    flags += [f"--train-args={args.train_args}", f"--first-round-args={args.first_round_args}"]
+    flags += [f"--train-args={args.train_args}"]
+    if args.first_round_args is not None:
+        flags += [f"--first-round-args={args.first_round_args}"]
     started = time.monotonic()
     app = App(work / "images", work / "app", flags)
     rows: list[Row] = []
@@ -215,6 +218,13 @@ def plot(rows: list[Row], path: Path, target: float) -> None:
         axis.legend(fontsize=8)
 
 
+def first_round(args: argparse.Namespace) -> str:
+    """How round 1 started, in words for the table's caption."""
+    if args.first_round_args is None:
+        return shlex.join(first_round_start(None))
+    return args.first_round_args or "(no flags: from scratch)"
+
+
 def report(args: argparse.Namespace, rows: list[Row], dev: int, test: int, plot_path: Path) -> str:
     headers = ["order", "round", "labels", "typed", "keys", "keys w/o suggestions", "wall s",
                "train s", "held-out acc", "round val acc", "note"]  # fmt: skip
@@ -237,7 +247,7 @@ def report(args: argparse.Namespace, rows: list[Row], dev: int, test: int, plot_
         f"`{command_line()}` at {git_revision()}\n\n"
         f"Machine: {machine()}\n\n"
         f"{dev} images to label, {test} held out (sha1(name) % 5 == 0); rounds of "
-        f"{args.round_size}; first round `{args.first_round_args or '(none: from scratch)'}`, every "
+        f"{args.round_size}; first round `{first_round(args)}`, every "
         f"round `{args.train_args or '(train defaults)'}`. Keys: a right suggestion 1, else "
         "len + 1. Without suggestions every label is typed (keys w/o suggestions) and the same "
         "labels train the same models.\n\n"
@@ -258,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-labels", type=int, default=10**9, help="label budget")
     parser.add_argument("--time-budget", type=float, default=1800, help="seconds per order")
     parser.add_argument("--train-args", default="", help="train flags of every round")
-    parser.add_argument("--first-round-args", default="--pretrain synth")
+    parser.add_argument(
+        "--first-round-args", help="train flags of round 1 (default: the app's, see label --help)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the queue's order")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--section", default="labeling", help="RESULTS.md section name")
@@ -267,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         sys.exit(f"the data set is missing: {args.data} (see ../shared/datasets/README.md)")
-    shlex.split(args.train_args + " " + args.first_round_args)  # fail now on bad quoting
+    shlex.split(f"{args.train_args} {args.first_round_args or ''}")  # fail now on bad quoting
     samples = find_samples(args.data, args.label_pattern)
     dev = [s for s in samples if not held_out(Path(s.path).name)]
     test = [s for s in samples if held_out(Path(s.path).name)]

@@ -18,8 +18,9 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient
 
+from captcha_ocr import basemodel
 from captcha_ocr.label.app import create_app
-from captcha_ocr.label.rounds import train_command
+from captcha_ocr.label.rounds import first_round_start, train_command
 from captcha_ocr.label.session import LabelSession, LabelSettings
 from tests import tiny_reader
 from tests.helpers import assert_runs_without, fails
@@ -156,6 +157,15 @@ def test_a_model_run_folder_starts_round_one(tmp_path: Path) -> None:
     command = (tmp_path / "work" / "rounds" / "round-1" / "command.txt").read_text()
     assert f"--init {run}" in command and "--pretrain" not in command
     assert failed["state"] == "failed" and "configs.yaml" in failed["error"]  # not a real run
+
+
+def test_round_one_starts_from_the_base_model_when_one_ships(tmp_path: Path, monkeypatch) -> None:
+    assert first_round_start(None) == ["--pretrain", "synth"]  # this checkout ships none
+    assert first_round_start(()) == [] and first_round_start(["--seed", "3"]) == ["--seed", "3"]
+    (tmp_path / "model.keras").write_bytes(b"")
+    monkeypatch.setattr(basemodel, "BASE_DIR", tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    assert first_round_start(None) == ["--init", "base"]
 
 
 def test_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -55,9 +55,9 @@ def add_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--first-round-args",
         metavar="ARGS",
-        default=shlex.join(DEFAULT_FIRST_ROUND_ARGS),
         help="train flags of the first round when it has no --model run to start from "
-        f"(default {shlex.join(DEFAULT_FIRST_ROUND_ARGS)!r}; '' trains from scratch)",
+        "(default: --init base where the package ships a base model, else "
+        f"{shlex.join(DEFAULT_FIRST_ROUND_ARGS)!r}; '' trains from scratch)",
     )
     p.add_argument(
         "--train-args",
@@ -77,6 +77,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         ) from None
 
     images = Path(args.images)
+    first = args.first_round_args  # None: rounds.first_round_start decides
     settings = LabelSettings(
         images=images,
         work_dir=Path(args.out) if args.out else default_work_dir(images, DEFAULT_RUNS_DIR),
@@ -86,7 +87,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         charset=args.charset,
         order=args.order,
         seed=args.seed,
-        first_round_args=tuple(_split(args.first_round_args, "--first-round-args")),
+        first_round_args=None if first is None else tuple(_split(first, "--first-round-args")),
         train_args=tuple(_split(args.train_args, "--train-args")),
     )
     if args.charset is not None and not args.charset:

@@ -2,7 +2,8 @@
 
 A round writes a snapshot of the labels (``round-<k>/labels.csv``, absolute paths) and runs
 ``python -m captcha_ocr train`` on it in a child process, so the page never waits for it.
-The first round starts from ``--pretrain synth`` (or from ``--model``, a run folder);
+The first round starts from ``--model`` (a run folder), or else from the base model the
+package ships (``--init base``), or else from ``--pretrain synth``;
 later rounds fine-tune from the previous round's run folder (``train --init RUN``). When
 the child ends, the round's model reads its validation images (labeled images held back
 from its training) for the round's accuracy, and the caller refreshes the suggestions.
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from captcha_ocr.basemodel import BASE_NAME, resolve_base
 from captcha_ocr.data import read_labels_file, write_samples_csv
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.evaluate import evaluate
@@ -55,6 +57,7 @@ NOT_LEARNED_STATUS = 3
 # Fewer labels than this make no round: train holds back a tenth for validation, and
 # with fewer the round's accuracy is a coin flip on one image.
 MIN_ROUND_LABELS = 10
+# Round 1 without a --model run: the shipped base model when there is one, else this.
 DEFAULT_FIRST_ROUND_ARGS = ("--pretrain", "synth")
 ERROR_LINES = 8  # lines of train's stderr a failed round shows
 
@@ -109,8 +112,25 @@ def train_command(
 
 
 def can_init_from(model: str | None) -> bool:
-    """True for a run folder that ``train --init`` can start from (an ONNX file cannot)."""
-    return model is not None and (Path(model) / BEST_MODEL).is_file()
+    """True for a run folder (or ``base``) that ``train --init`` can start from (an ONNX
+    file cannot)."""
+    if model is None:
+        return False
+    try:
+        return (resolve_base(model) / BEST_MODEL).is_file()
+    except CaptchaOCRError:  # "base" in an installation without a base model
+        return False
+
+
+def first_round_start(first_round_args: Sequence[str] | None) -> list[str]:
+    """The train flags of round 1 when no ``--model`` run is given: ``first_round_args``;
+    by default (None) ``--init base`` where this installation ships a base model, else
+    ``--pretrain synth``."""
+    if first_round_args is not None:
+        return list(first_round_args)
+    if can_init_from(BASE_NAME):
+        return ["--init", BASE_NAME]
+    return list(DEFAULT_FIRST_ROUND_ARGS)
 
 
 def round_accuracy(reader: Reader, run_dir: Path) -> tuple[float | None, int]:
@@ -160,7 +180,7 @@ class Rounds:
         on_model: Callable[[Reader, str], None],
         round_size: int = 50,
         init_model: str | None = None,
-        first_round_args: Sequence[str] = DEFAULT_FIRST_ROUND_ARGS,
+        first_round_args: Sequence[str] | None = None,
         train_args: Sequence[str] = (),
     ) -> None:
         if round_size < 1:
@@ -170,7 +190,7 @@ class Rounds:
         self.on_model = on_model
         self.round_size = round_size
         self.init_model = init_model
-        self.first_round_args = list(first_round_args)
+        self.first_round_args = first_round_start(first_round_args)
         self.train_args = list(train_args)
         self._lock = threading.RLock()
         self._process: subprocess.Popen | None = None

@@ -20,7 +20,7 @@ from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import IMAGE_SUFFIXES
 from captcha_ocr.infer import Reader
 from captcha_ocr.label.queue import DEFAULT_ORDER, ORDERS, Suggestions, queue_order, shuffled_ranks
-from captcha_ocr.label.rounds import DEFAULT_FIRST_ROUND_ARGS, Rounds
+from captcha_ocr.label.rounds import Rounds
 from captcha_ocr.label.store import LabelStore
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class LabelSettings:
     charset: str | None = None  # the characters a label may have; None: any
     order: str = DEFAULT_ORDER  # queue order once a model exists (queue.ORDERS)
     seed: int = 0  # the queue's order before any model
-    first_round_args: tuple[str, ...] = DEFAULT_FIRST_ROUND_ARGS  # train flags, round 1
+    # train flags of round 1 without a --model run; None: rounds.first_round_start decides
+    first_round_args: tuple[str, ...] | None = None
     train_args: tuple[str, ...] = ()  # train flags of every round
 
     @property
