@@ -10,7 +10,7 @@
 
 # Any image with Python >= 3.10 and its venv module; CI without Docker Hub uses a stand-in
 # built from Debian packages (.ci/base-image).
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim
 
 # --- build: the package's wheel, and the wheels of what serving needs ------------------------
 FROM ${PYTHON_IMAGE} AS build

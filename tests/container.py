@@ -187,8 +187,6 @@ def build_image(engine: Podman) -> str:
         "build",
         "--format",
         "docker",  # the OCI format has no HEALTHCHECK
-        "--network",
-        "host",
         "--build-arg",
         f"PYTHON_IMAGE={engine.base_image}",
         "--tag",
