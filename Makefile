@@ -21,12 +21,12 @@ demo: $(STAMP)
 	$(BIN)/python -m captcha_ocr predict demo/runs/latest demo/new
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 # The benchmarks behind bench/RESULTS.md (about an hour on 2 cores; needs ../shared/datasets).
 bench: $(STAMP)

@@ -298,6 +298,8 @@ def test_image_serves_a_mounted_model_and_stops_on_sigterm(
     name, port = start(podman, image, "--volume", f"{model_dir}:/model:ro")
     try:
         assert read(port) == [TEXT]
+        page = httpx.get(f"http://127.0.0.1:{port}/")  # package data made it into the wheel
+        assert page.status_code == 200 and "<html" in page.text.lower()
         assert podman.check("exec", name, "id", "-u").strip() == "10001"
         health = podman("healthcheck", "run", name)  # the image's own HEALTHCHECK command
         assert health.returncode == 0, health.stdout + health.stderr

@@ -9,10 +9,11 @@ import logging
 import os
 import signal
 import threading
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from captcha_ocr.config import SERVE_ENV_PREFIX, ServeSettings
 from captcha_ocr.errors import CaptchaOCRError
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # one `captcha-ocr serve` reads when no MODEL is given (the container image sets it).
 MODEL_ENV = SERVE_ENV_PREFIX + "MODEL"
 SETTINGS_ENV = SERVE_ENV_PREFIX + "SETTINGS"
+# The "try a model" page at GET /: one self-contained HTML file shipped in the package.
+TRY_PAGE = "try.html"
 
 
 def create_app(model: str | os.PathLike | Reader, settings: ServeSettings | None = None) -> FastAPI:
@@ -69,6 +72,13 @@ def create_app(model: str | os.PathLike | Reader, settings: ServeSettings | None
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    page = resources.files(__package__).joinpath(TRY_PAGE).read_text(encoding="utf-8")
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    async def try_page() -> HTMLResponse:
+        """A page to try the model in a browser: drop, paste or pick images."""
+        return HTMLResponse(page)
 
     @app.get(
         "/healthz",
