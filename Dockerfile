@@ -12,34 +12,36 @@
 # built from Debian packages (.ci/base-image).
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim
 
-# --- build: the package's wheel, and the wheels of what serving needs ------------------------
+# --- build: the package's wheel, and a venv of it with what serving needs -------------------
 FROM ${PYTHON_IMAGE} AS build
 RUN python3 -m venv /opt/build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# One wheel for captcha-ocr itself, one for each package that reading and serving need.
+# One wheel for captcha-ocr itself and one for each package that reading and serving need;
+# then those alone installed into the venv that the runtime stage takes, less pip and
+# setuptools (25 MB that serving never uses).
 RUN /opt/build/bin/pip wheel --no-cache-dir --quiet --disable-pip-version-check \
-        --wheel-dir /wheels ".[serve]"
-
-# --- runtime: Python, the wheels installed, a user without rights ----------------------------
-FROM ${PYTHON_IMAGE}
-# A fixed numeric uid, so that an orchestrator can check runAsNonRoot without looking inside.
-RUN useradd --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin captcha-ocr
-# The wheels come in through a bind mount, so they never sit in a layer of this image; pip and
-# setuptools leave once they have installed them (25 MB that serving never uses).
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python3 -m venv /opt/captcha-ocr \
+        --wheel-dir /wheels ".[serve]" \
+ && python3 -m venv /opt/captcha-ocr \
  && /opt/captcha-ocr/bin/pip install --no-cache-dir --quiet --disable-pip-version-check \
         --no-index --find-links /wheels "captcha-ocr[serve]" \
  && /opt/captcha-ocr/bin/pip uninstall --yes --quiet pip setuptools
 
+# --- runtime: Python, that venv, a user without rights ---------------------------------------
+FROM ${PYTHON_IMAGE}
+# A fixed numeric uid, so that an orchestrator can check runAsNonRoot without looking inside.
+RUN useradd --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin captcha-ocr
+# COPY, not a RUN with the wheels bind-mounted from the build stage: buildah's layer cache
+# does not see a change in a mounted stage, and would keep serving the old code.
+COPY --from=build /opt/captcha-ocr /opt/captcha-ocr
+
 # CAPTCHA_OCR_SERVE_*: the server's settings (each one is also a flag of `captcha-ocr serve`;
 # a flag wins). The image listens on all addresses, on the port it exposes, and reads the model
 # at /model: a mounted run folder or .onnx file, or one built in (see the README).
-# ORT_DISABLE_TELEMETRY: ONNX Runtime (>= 1.25 on Linux) would otherwise write a device id
-# under ~/.cache and send usage events to Microsoft; a service should do neither.
+# ORT_DISABLE_TELEMETRY: ONNX Runtime (recent releases, on Linux too) would otherwise write a
+# device id under ~/.cache and send usage events to Microsoft; a service should do neither.
 ENV PATH=/opt/captcha-ocr/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

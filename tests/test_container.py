@@ -10,6 +10,7 @@ started with the tiny model mounted or built in, read from, stopped.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -290,6 +291,26 @@ def test_image_holds_only_the_reader_and_runs_unprivileged(
         "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx') if u.find_spec(m)])",
     )
     assert found.strip() == "[]"
+    # The image holds this checkout's code, not a stale layer from the build cache.
+    listed = podman.check("run", "--rm", "--entrypoint", "python3", image, "-c", HASH_PACKAGE)
+    assert json.loads(listed) == package_hashes(container.ROOT / "src" / "captcha_ocr")
+
+
+# Prints {file: sha256} for the installed package's .py and .html files.
+HASH_PACKAGE = (
+    "import captcha_ocr, hashlib, json, pathlib; "
+    "root = pathlib.Path(captcha_ocr.__file__).parent; "
+    "print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() "
+    "for p in root.rglob('*') if p.suffix in ('.py', '.html')}))"
+)
+
+
+def package_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.suffix in (".py", ".html")
+    }
 
 
 def test_image_serves_a_mounted_model_and_stops_on_sigterm(
