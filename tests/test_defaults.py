@@ -14,10 +14,14 @@ from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ServeSettings
 
 
 def test_every_serve_setting_is_a_flag_with_its_default() -> None:
+    from captcha_ocr.cli.read_commands import _serve_values
+
     args = build_parser().parse_args(["serve", "model.onnx"])
-    # What cmd_serve builds from its flags: a missing flag would be an AttributeError here.
+    # What cmd_serve builds from its flags, the environment empty: a missing flag would be a
+    # KeyError here.
+    _, values, _ = _serve_values(args, {})
     fields = dataclasses.fields(ServeSettings)
-    assert ServeSettings(**{f.name: getattr(args, f.name) for f in fields}) == ServeSettings()
+    assert ServeSettings(**{f.name: values[f.name] for f in fields}) == ServeSettings()
 
 
 def test_synth_draws_from_the_default_charset() -> None:

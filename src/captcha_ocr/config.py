@@ -352,6 +352,11 @@ def validate_model_spec(spec: ModelSpec, known_preset: bool = True) -> None:
 INT8_MAX_ACCURACY_DROP = 0.002
 
 
+# `captcha-ocr serve` reads each flag it is not given from this prefix + the flag's name in upper
+# case (CAPTCHA_OCR_SERVE_MODEL, ..._MAX_BATCH): the settings of the container image.
+SERVE_ENV_PREFIX = "CAPTCHA_OCR_SERVE_"
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """What one server worker does and accepts. The limits suit captchas (a few KB each).

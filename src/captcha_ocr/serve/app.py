@@ -7,13 +7,15 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from captcha_ocr.config import ServeSettings
+from captcha_ocr.config import SERVE_ENV_PREFIX, ServeSettings
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.infer import Reader
 from captcha_ocr.serve.errors import BodyLimitMiddleware, install_error_handlers
@@ -23,9 +25,10 @@ from captcha_ocr.serve.service import ReadService
 log = logging.getLogger(__name__)
 
 # With several workers, uvicorn starts each one from an import string, so the model and the
-# settings reach :func:`app_from_environment` through these variables.
-MODEL_ENV = "CAPTCHA_OCR_SERVE_MODEL"
-SETTINGS_ENV = "CAPTCHA_OCR_SERVE_SETTINGS"
+# settings reach :func:`app_from_environment` through these variables. The model's is also the
+# one `captcha-ocr serve` reads when no MODEL is given (the container image sets it).
+MODEL_ENV = SERVE_ENV_PREFIX + "MODEL"
+SETTINGS_ENV = SERVE_ENV_PREFIX + "SETTINGS"
 # The "try a model" page at GET /: one self-contained HTML file shipped in the package.
 TRY_PAGE = "try.html"
 
@@ -113,7 +116,14 @@ def app_from_environment() -> FastAPI:
     model = os.environ.get(MODEL_ENV)
     if not model:
         raise CaptchaOCRError(f"{MODEL_ENV} is not set: start the server with captcha-ocr serve")
-    settings = ServeSettings(**json.loads(os.environ.get(SETTINGS_ENV, "{}")))
+    raw = os.environ.get(SETTINGS_ENV, "{}")
+    try:
+        settings = ServeSettings(**json.loads(raw))
+    except (ValueError, TypeError) as error:  # not JSON, or not the fields of ServeSettings
+        raise CaptchaOCRError(
+            f"{SETTINGS_ENV}={raw!r} is not ServeSettings as JSON ({error}); "
+            "set the settings with the flags of captcha-ocr serve instead"
+        ) from None
     return create_app(model, settings)
 
 
@@ -124,14 +134,19 @@ def run_server(
     workers: int = 1,
     settings: ServeSettings | None = None,
 ) -> None:
-    """Serve ``model`` with uvicorn until interrupted; each worker loads the model once."""
+    """Serve ``model`` with uvicorn until interrupted; each worker loads the model once.
+
+    SIGTERM (what an orchestrator sends to stop a container) stops the server gracefully:
+    it accepts no new connections, finishes the requests in flight, then returns.
+    """
     import uvicorn
 
     settings = settings or ServeSettings()
     if workers < 1:
         raise CaptchaOCRError(f"--workers must be >= 1 (got {workers})")
     if workers == 1:
-        uvicorn.run(create_app(model, settings), host=host, port=port, log_level="info")
+        with _sigterm_exits_cleanly():
+            uvicorn.run(create_app(model, settings), host=host, port=port, log_level="info")
         return
     Reader.load(model, threads=1)  # a bad model fails here, once, not in every worker
     os.environ[MODEL_ENV] = os.path.abspath(model)
@@ -144,3 +159,28 @@ def run_server(
         workers=workers,
         log_level="info",
     )
+
+
+@contextlib.contextmanager
+def _sigterm_exits_cleanly():
+    """SIGTERM -> ``SystemExit(0)`` while the server runs (main thread only).
+
+    uvicorn handles SIGTERM itself while it serves, then sends the signal again to the handler
+    that was there before it, so that the program can react. Without this one, that is the
+    default action: death by SIGTERM, exit status 143 (a failure to the orchestrator), except
+    as a container's PID 1, where the kernel ignores it. Installed before the model loads, so
+    that a SIGTERM during loading stops the process at once too (PID 1 would ignore it).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("stopped by SIGTERM")
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
