@@ -9,6 +9,7 @@ the export fails if they disagree.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -22,7 +23,13 @@ from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
 from captcha_ocr.infer import Reader, resolve_model_path
-from captcha_ocr.metadata import NOT_USABLE_KEY, metadata_from_spec, write_metadata
+from captcha_ocr.metadata import (
+    NOT_USABLE_KEY,
+    THRESHOLD_KEY,
+    metadata_from_spec,
+    write_metadata,
+)
+from captcha_ocr.metrics import REJECT_PRECISION, threshold_for_precision
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
 from captcha_ocr.version import __version__
 
@@ -231,5 +238,41 @@ def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
     usable, reason = load_run_verdict(run_dir)
     verdict = {} if usable else {NOT_USABLE_KEY: reason or "the run did not learn"}
     path = export_model(model, spec, run_dir / ONNX_FILE, check_images, verdict)
+    if val_csv.is_file():
+        add_reject_threshold(path, read_labels_file(val_csv))
     log.info("exported %s (%.0f KB)", path, os.path.getsize(path) / 1024)
     return path
+
+
+def add_reject_threshold(onnx_path: Path, samples: list) -> float | None:
+    """Choose the ``min_confidence`` that keeps ``REJECT_PRECISION`` of the readings of
+    ``samples`` right and store it in the ONNX file's metadata (atomically); None (and
+    nothing stored) when no sample could be read."""
+    import onnx
+
+    reader = Reader.load(onnx_path, warn_not_usable=False)
+    predictions = reader.read_batch([s.path for s in samples], skip_errors=True)
+    read = [(p, s.label) for p, s in zip(predictions, samples) if p.error is None]
+    if not read:
+        return None
+    threshold, accepts = threshold_for_precision(
+        [p.confidence for p, _ in read], [p.text == label for p, label in read]
+    )
+    proto = onnx.load(str(onnx_path))
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    metadata[THRESHOLD_KEY] = json.dumps(
+        {"min_confidence": threshold, "precision": REJECT_PRECISION, "accepts": accepts,
+         "images": len(read)}
+    )  # fmt: skip
+    write_metadata(proto, metadata)
+    with atomic_path(onnx_path) as tmp:
+        onnx.save(proto, str(tmp))
+    log.info(
+        "reject threshold: min_confidence %.3f keeps %.0f%% precision on %d validation images "
+        "and accepts %.1f%% of them (stored in the model; predict --min-confidence recommended)",
+        threshold,
+        100 * REJECT_PRECISION,
+        len(read),
+        100 * accepts,
+    )
+    return threshold

@@ -30,7 +30,12 @@ from captcha_ocr.decode import (
 )
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
-from captcha_ocr.metadata import EXPORT_AGAIN, NOT_USABLE_KEY, spec_from_metadata
+from captcha_ocr.metadata import (
+    EXPORT_AGAIN,
+    NOT_USABLE_KEY,
+    spec_from_metadata,
+    threshold_from_metadata,
+)
 from captcha_ocr.presets import PRESETS
 from captcha_ocr.progress import progress_bar
 from captcha_ocr.runfolder import ONNX_FILE
@@ -104,6 +109,10 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
     return path
 
 
+# Where a min_confidence is asked for: the model's recommended reject threshold.
+RECOMMENDED = "recommended"
+
+
 class Reader:
     """Reads captchas with an exported ONNX model.
 
@@ -124,6 +133,21 @@ class Reader:
         # Why training judged this model not usable (it did not learn); "" when it is usable.
         metadata = session.get_modelmeta().custom_metadata_map
         self.not_usable = metadata.get(NOT_USABLE_KEY, "")
+        # The min_confidence that kept 99 % precision on the run's validation images, chosen
+        # at export; None for models exported without one.
+        self.recommended_min_confidence = threshold_from_metadata(metadata)
+
+    def min_confidence(self, value: float | str | None) -> float | None:
+        """A reject threshold as given: a number, :data:`RECOMMENDED` (the model's own, chosen
+        at export to keep 99 % precision on its validation images) or None (none)."""
+        if value != RECOMMENDED:
+            return None if value is None else float(value)
+        if self.recommended_min_confidence is None:
+            raise CaptchaOCRError(
+                f"{self.name} has no recommended min_confidence (exported by an older version, "
+                f"or without validation images); {EXPORT_AGAIN}, or give a number"
+            )
+        return self.recommended_min_confidence
 
     @classmethod
     def load(

@@ -24,6 +24,9 @@ from captcha_ocr.version import __version__
 METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
 # Present (with the reason) when training judged the model not usable: it did not learn.
 NOT_USABLE_KEY = "not_usable"
+# JSON {"min_confidence", "precision", "accepts", "images"}: the reject threshold that kept
+# REJECT_PRECISION on the run's validation images, the share it accepted, and how many.
+THRESHOLD_KEY = "recommended_threshold"
 EXPORT_AGAIN = "export the model again with: captcha-ocr export RUN_DIR"  # ends the errors
 
 
@@ -77,3 +80,12 @@ def write_metadata(proto, metadata: Mapping[str, str]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def threshold_from_metadata(metadata: Mapping[str, str]) -> float | None:
+    """The recommended ``min_confidence`` of a model, or None when its export chose none."""
+    try:
+        value = float(json.loads(metadata[THRESHOLD_KEY])["min_confidence"])
+    except (KeyError, TypeError, ValueError):  # absent (older export) or not ours
+        return None
+    return value if 0.0 <= value <= 1.0 else None

@@ -76,3 +76,34 @@ def substitutions(label: str, prediction: str) -> list[tuple[str, str]]:
         else:
             j -= 1
     return pairs[::-1]
+
+
+# The precision the recommended reject threshold keeps on the validation images.
+REJECT_PRECISION = 0.99
+
+
+def threshold_for_precision(
+    confidences: Sequence[float], correct: Sequence[bool], precision: float = REJECT_PRECISION
+) -> tuple[float, float]:
+    """``(min_confidence, accepted share)``: the lowest threshold at which the readings kept
+    (confidence >= it) are right at least ``precision`` of the time, and the share it keeps.
+    When no threshold reaches it, ``(1.0, share of confidence 1.0)``: reject nearly all.
+
+    >>> threshold_for_precision([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.99)
+    (0.8, 0.5)
+    >>> threshold_for_precision([0.9, 0.8], [True, True])
+    (0.8, 1.0)
+    """
+    if len(confidences) != len(correct) or not len(confidences):
+        raise ValueError("need as many confidences as right/wrong flags, at least one")
+    order = sorted(range(len(confidences)), key=lambda i: -confidences[i])
+    best, right = None, 0
+    for kept, i in enumerate(order, 1):
+        right += bool(correct[i])
+        ties_follow = kept < len(order) and confidences[order[kept]] == confidences[i]
+        if not ties_follow and right >= precision * kept:
+            best = kept  # a threshold keeps all readings of equal confidence, or none
+    if best is None:
+        threshold = 1.0
+        return threshold, sum(c >= threshold for c in confidences) / len(confidences)
+    return float(confidences[order[best - 1]]), best / len(order)

@@ -4,7 +4,7 @@ FastAPI cannot derive it from a signature)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,11 +29,11 @@ class ReadOptions(BaseModel):
         le=MAX_BEAM_WIDTH,
         description="1 (default): greedy decoding; more: CTC beam search with that width.",
     )
-    min_confidence: float | None = Field(
+    min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["recommended"] | None = Field(
         None,
-        ge=0.0,
-        le=1.0,
-        description="A reading below this confidence has text null and rejected true.",
+        description="A reading below this confidence has text null and rejected true; "
+        "'recommended': the model's own threshold, chosen at export to keep 99 % precision "
+        "on its validation images (see GET /v1/model).",
     )
     positions: bool | None = Field(
         None,
@@ -116,6 +116,11 @@ class ModelInfo(BaseModel):
     not_usable: str = Field(
         "",
         description="Why training judged this model not usable (it did not learn); '' if usable.",
+    )
+    recommended_min_confidence: float | None = Field(
+        None,
+        description="The reject threshold chosen at export (99 % precision on the validation "
+        "images); what min_confidence=recommended uses. null: the export chose none.",
     )
     limits: Limits
 

@@ -76,6 +76,7 @@ class ReadService:
             "preset": spec.preset,
             "version": spec.version,
             "not_usable": self.reader.not_usable,
+            "recommended_min_confidence": self.reader.recommended_min_confidence,
             "limits": {
                 "max_images": limits.max_images,
                 "max_image_bytes": limits.max_image_bytes,
@@ -116,7 +117,11 @@ class ReadService:
             )
         else:
             predictions = self.reader.decode(*decode_args)
-        results = [self._result(p, options.min_confidence) for p in predictions]
+        try:
+            min_confidence = self.reader.min_confidence(options.min_confidence)
+        except CaptchaOCRError as error:
+            raise ApiError(422, "invalid_parameter", f"min_confidence: {error}") from None
+        results = [self._result(p, min_confidence) for p in predictions]
         if options.positions:
             for result, prediction in zip(results, predictions):
                 result["positions"] = None if result["rejected"] else _positions(prediction)
