@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="also write the table into this RESULTS.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    load = os.getloadavg()[0]
     import ray
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "and the Parquet shards; not `ray.init`, "
         f"{ray_start:.1f} s). CPU s: the reading process, and for ray every process under it. "
         "Per core = images / CPU s; overhead = CPU ms per image over plain on 1 thread (for "
-        "ray, with its fixed cost per job spread over the images).\n\n"
+        "ray, with its fixed cost per job spread over the images). Cores: ONNX Runtime "
+        "threads (plain `predict` decodes images in threads beside them) or Ray CPUs.\n\n"
         + table(
             [
                 "engine",
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n\n{split}\n\nSame (text, error) as plain on 1 thread, every row once: {'; '.join(same)} "
         f"({errors} error rows each).\n\n"
         f"Command: `{command_line()}` at {git_revision()}  \n"
-        f"Machine: {machine()}, ray {ray.__version__}\n"
+        f"Machine: {machine()}, ray {ray.__version__}; load average {load:.1f} at the start "
+        "(other jobs on the machine stretch the wall clock, not CPU time)\n"
     )
     print(text)
     if args.results:

@@ -28,7 +28,7 @@ from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.infer import Reader
 from tests import tiny_reader
 from tests.bad_inputs import NON_UTF8_NAME, UNREADABLE
-from tests.helpers import fails, succeeds
+from tests.helpers import assert_runs_without, fails, succeeds
 
 MODEL = tiny_reader.PATH
 NEEDS_RAY = "needs Ray Data: pip install 'captcha-ocr[scale]'"
@@ -239,3 +239,14 @@ def test_without_ray_engine_ray_says_how_to_install(
     fails(["predict", MODEL, image, "--engine", "ray"], capsys, "pip install 'captcha-ocr[scale]'")
     out, _ = succeeds(["predict", MODEL, image], capsys)  # the local engine needs no Ray
     assert out.split("\t")[1] == "ab"
+
+
+def test_ray_is_imported_only_when_a_bulk_read_runs() -> None:
+    """The CLI and the bulk modules import without Ray (and without TensorFlow): `predict`
+    and listing sources never load it."""
+    code = (
+        "import captcha_ocr.bulk, captcha_ocr.bulk_io, captcha_ocr.cli\n"
+        "from captcha_ocr.cli import build_parser\n"
+        "build_parser().parse_args(['predict', 'm', 'x', '--engine', 'ray'])\n"
+    )
+    assert_runs_without(("ray", "tensorflow", "keras"), code)
