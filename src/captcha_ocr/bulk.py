@@ -46,8 +46,9 @@ PATHS_PER_BLOCK = 1000
 
 @dataclass(frozen=True)
 class BulkSummary:
-    """What a bulk read did. ``rows`` holds every row (dicts with :data:`COLUMNS`) only when no
-    ``out`` was given; with ``out`` they are in its shards."""
+    """What a bulk read did. ``seconds``: from the listed paths to the last row, Ray's
+    start and the actors' included. ``rows`` holds every row (dicts with :data:`COLUMNS`)
+    only when no ``out`` was given; with ``out`` they are in its shards."""
 
     count: int
     failed: int
