@@ -23,12 +23,46 @@ log = logging.getLogger("captcha_ocr")
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "predict", "read captcha images with a trained model", cmd_predict)
     p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
-    p.add_argument("images", metavar="IMAGES_OR_DIRS", nargs="+")
+    p.add_argument(
+        "images",
+        metavar="SOURCE",
+        nargs="+",
+        help="images and folders (read recursively); with --engine ray also a text file "
+        "listing image paths, or a glob, local or on s3://, gs://, ... (fsspec)",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines output")
     add_read_options(p)
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: Ray Data tasks and actors, on this machine "
+        "or a cluster (pip install 'captcha-ocr[scale]')",
+    )
+    p.add_argument(
+        "--address",
+        help="--engine ray: the Ray cluster, 'auto' (the one started on this machine) or "
+        "ray://HOST:10001 (default: a new Ray on this machine's cores)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="RESULTS.parquet|RESULTS.jsonl",
+        help="--engine ray: write the rows (path, text, confidence, error) to this new folder "
+        "of Parquet or JSONL shards instead of printing them",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="--engine ray: model actors, one CPU each (default: all the cluster's CPUs)",
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return _predict_on_ray(args)
+    for flag in ("address", "out", "actors"):
+        if getattr(args, flag) is not None:
+            raise CaptchaOCRError(f"--{flag} needs --engine ray")
     from captcha_ocr.infer import Reader
 
     reader = Reader.load(args.model, threads=args.threads)
@@ -77,6 +111,56 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         log.warning("%d of %d image(s) could not be read", failed, len(paths))
     return 1 if failed else 0
+
+
+def _predict_on_ray(args: argparse.Namespace) -> int:
+    """predict --engine ray: the rows to --out shards, or printed as plain predict prints them."""
+    from captcha_ocr.bulk import import_ray, read_dataset
+
+    if args.threads is not None:
+        raise CaptchaOCRError("--threads is for --engine local; with ray, use --actors")
+    import_ray()  # says how to install Ray before any work
+    summary = read_dataset(
+        args.model,
+        args.images,
+        out=args.out,
+        address=args.address,
+        batch_size=args.batch_size,
+        actors=args.actors,
+        beam_width=args.beam_width,
+        allowed_chars=args.allowed_chars,
+        progress=not args.json or args.out is not None,
+    )
+    for row in summary.rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        elif row["error"] is None:
+            print(f"{row['path']}\t{row['text']}\t{row['confidence']:.4f}")
+        else:
+            log.warning("skipped %s", row["error"])
+    where = f"; rows in {summary.out}" if summary.out else ""
+    log.info(
+        "read %d image(s) in %.1f s (%.0f img/s)%s",
+        summary.count,
+        summary.seconds,
+        summary.images_per_second,
+        where,
+    )
+    if summary.failed == summary.count:
+        what = summary.first_error
+        if summary.count > 1:
+            what = f"none of the {summary.count} images could be read, e.g. {what}"
+        raise CaptchaOCRError(
+            f"{what}{where}; check that the files are images (PNG, JPEG, ...) and not damaged"
+        )
+    if summary.failed:
+        log.warning(
+            "%d of %d image(s) could not be read%s",
+            summary.failed,
+            summary.count,
+            " (their rows have the error)" if summary.out else "",
+        )
+    return 1 if summary.failed else 0
 
 
 def _image_paths(items: Sequence[str]) -> list[str]:
