@@ -85,3 +85,26 @@ def test_serve_min_confidence_recommended(tmp_path: Path):
     with TestClient(create_app(_model_with_threshold(tmp_path / "none", None))) as client:
         answer = client.post("/v1/read?min_confidence=recommended", files={"image": image})
         assert answer.status_code == 422 and "no recommended" in answer.json()["detail"]
+
+
+def test_predict_min_confidence(tmp_path: Path, capsys):
+    from PIL import Image
+
+    from tests.helpers import fails, succeeds
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (SPEC.width, SPEC.height), "white").save(image)
+    model = str(_model_with_threshold(tmp_path, 1.0))
+    out, _ = succeeds(
+        ["predict", model, str(image), "--json", "--min-confidence", "recommended"], capsys
+    )
+    row = json.loads(out)
+    assert row["rejected"] is True and row["text"] is None
+    out, _ = succeeds(["predict", model, str(image), "--min-confidence", "0"], capsys)
+    assert not out.rstrip().endswith("rejected")
+    fails(
+        ["predict", model, str(image), "--min-confidence", "high"], capsys, "a number from 0 to 1"
+    )
+    plain = str(_model_with_threshold(tmp_path / "plain", None))
+    fails(["predict", plain, str(image), "--min-confidence", "recommended"], capsys,
+          "no recommended min_confidence")  # fmt: skip

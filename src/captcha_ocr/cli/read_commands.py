@@ -22,7 +22,11 @@ log = logging.getLogger("captcha_ocr")
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "predict", "read captcha images with a trained model", cmd_predict)
-    p.add_argument("model", metavar="MODEL", help="run folder or .onnx file")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="run folder, .onnx file, or 'base' (the base model shipped in the package)",
+    )
     p.add_argument(
         "images",
         metavar="SOURCE",
@@ -32,6 +36,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="JSON lines output")
     add_read_options(p)
+    p.add_argument(
+        "--min-confidence",
+        metavar="P|recommended",
+        help="print readings below this confidence as rejected (no text); 'recommended': the "
+        "model's own threshold, chosen at export for 99%% precision on its validation images",
+    )
     p.add_argument(
         "--engine",
         choices=("local", "ray"),
@@ -59,13 +69,32 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
+        if args.min_confidence is not None:
+            raise CaptchaOCRError(
+                "--min-confidence is for --engine local; with ray, filter the confidence "
+                "column of the results"
+            )
         return _predict_on_ray(args)
     for flag in ("address", "out", "actors"):
         if getattr(args, flag) is not None:
             raise CaptchaOCRError(f"--{flag} needs --engine ray")
-    from captcha_ocr.infer import Reader
+    from captcha_ocr.infer import RECOMMENDED, Reader
 
     reader = Reader.load(args.model, threads=args.threads)
+    min_confidence = None
+    if args.min_confidence is not None:
+        given = args.min_confidence
+        if given != RECOMMENDED:
+            try:
+                given = float(given)
+            except ValueError:
+                given = -1.0
+            if not 0.0 <= given <= 1.0:
+                raise CaptchaOCRError(
+                    f"--min-confidence {args.min_confidence!r}: give a number from 0 to 1, "
+                    f"or {RECOMMENDED}"
+                )
+        min_confidence = reader.min_confidence(given)
     paths = _image_paths(args.images)
     predictions = reader.read_batch(
         paths,
@@ -95,19 +124,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     )
                 )
             continue
+        rejected = min_confidence is not None and prediction.confidence < min_confidence
+        text = None if rejected else prediction.text
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "path": path,
-                        "text": prediction.text,
-                        "confidence": round(prediction.confidence, 6),
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            row = {"path": path, "text": text, "confidence": round(prediction.confidence, 6)}
+            if min_confidence is not None:
+                row["rejected"] = rejected
+            print(json.dumps(row, ensure_ascii=False))
         else:
-            print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
+            shown = "\trejected" if rejected else ""
+            print(f"{path}\t{text or ''}\t{prediction.confidence:.4f}{shown}")
     if failed:
         log.warning("%d of %d image(s) could not be read", failed, len(paths))
     return 1 if failed else 0
