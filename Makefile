@@ -20,7 +20,18 @@ demo: $(STAMP)
 	$(BIN)/python -m captcha_ocr synth demo/new --count 5 --seed 99
 	$(BIN)/python -m captcha_ocr predict demo/runs/latest demo/new
 
-test: $(STAMP)
+# The JavaScript reader's packages (js/), for its golden test; without npm that test skips.
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node would otherwise fetch CUDA libraries.
+JS_DEPS := js/node_modules/.package-lock.json
+
+$(JS_DEPS): js/package.json js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix js --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "note: npm not found; the JavaScript reader's test will skip (install Node.js 20.9+)"; \
+	fi
+
+test: $(STAMP) $(JS_DEPS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
