@@ -1,14 +1,20 @@
 """The JavaScript reader (js/): its golden set is what today's Python reader reads, and the JS
-reader, run under Node, matches it (texts identical, probabilities within 1e-4)."""
+reader matches it (same model input, texts identical, probabilities within 1e-4) under Node
+(onnxruntime-node, sharp) and in headless Chromium (onnxruntime-web, the browser's decoder)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib.util
 import json
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import PIL
@@ -76,3 +82,56 @@ def test_the_js_reader_matches_the_golden_set_under_node() -> None:
         timeout=600,
     )
     assert result.returncode == 0, f"node --test js/test/ failed:\n{result.stdout}\n{result.stderr}"
+
+
+# What the browser's own image decoder does differently from Pillow (the reader cannot fix it).
+BROWSER_DECODER_DIFFERENCES = {
+    "images/i16_101x33.png": "Chromium keeps a 16-bit grey PNG's high byte; Pillow rounds",
+}
+
+
+class _JsFiles(http.server.SimpleHTTPRequestHandler):
+    extensions_map: ClassVar[dict[str, str]] = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".wasm": "application/wasm",
+    }
+
+    def log_message(self, *args) -> None:  # keep the test output quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def js_server() -> Iterator[str]:
+    """js/ served over HTTP on localhost (module scripts and WebAssembly need it)."""
+    if not (JS / "node_modules" / "onnxruntime-web").is_dir():
+        pytest.skip("js/node_modules/onnxruntime-web missing: run npm ci --prefix js")
+    handler = functools.partial(_JsFiles, directory=str(JS))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_js_reader_matches_the_golden_set_in_a_browser(browser, js_server: str) -> None:
+    browser.get(f"{js_server}/golden/")
+    browser.set_script_timeout(120)
+    results = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/test/browser-check.mjs').then((m) => m.run())"
+        ".then(done, (e) => done(`error: ${e}\\n${e.stack}`));"
+    )
+    assert isinstance(results, list), results
+    golden = json.loads((JS / "golden" / "golden.json").read_text("utf-8"))["reads"]
+    assert len(results) == len(golden)
+    for got, want in zip(results, golden):
+        if want["image"] in BROWSER_DECODER_DIFFERENCES:
+            continue
+        where = f"{want['model']} on {want['image']} in Chromium"
+        assert got["pixels_sha256"] == want["pixels_sha256"], where
+        assert got["worst_prob_difference"] <= 1e-4, where
+        assert (got["text"], got["allowed_text"]) == (want["text"], want["allowed_text"]), where
+        assert got["confidence"] == pytest.approx(want["confidence"], rel=1e-4, abs=1e-12), where
