@@ -314,7 +314,7 @@ export function allowedMask(chars, allowedChars) {
   const missing = [...new Set(Array.from(allowedChars).filter((c) => !index.has(c)))];
   if (missing.length) {
     throw new CaptchaOCRError(
-      `allowedChars has characters the model cannot output: ${JSON.stringify(missing.join(''))} ` +
+      `the allowed characters include some the model cannot output: ${JSON.stringify(missing.join(''))} ` +
         `(charset ${JSON.stringify(chars.join(''))})`,
     );
   }

@@ -2,7 +2,9 @@
 
 The golden set is two small random-weight readers (``grey.onnx``, 1 channel, and ``rgb.onnx``,
 3 channels, made by ``tests.helpers.write_model``: every output depends on every pixel), a copy
-of ``tests/tiny_reader.onnx`` (it reads the texts it draws, with high confidence), images
+of ``tests/tiny_reader.onnx`` (it reads the texts it draws, with high confidence), ``real.onnx``
+(a real Keras export: ``captcha-ocr train --preset tiny --epochs 3`` on 300 synthesized
+120x40 captchas of ``abcd1234``, exported once and kept, as rebuilding it needs TensorFlow), images
 of many kinds (PNG in every mode, JPEG, GIF, WebP; sizes other than the models'), and
 ``golden.json``: for each (model, image) the Python reader's model input, text, confidence and
 per-step probabilities, plus preprocessing-only checks (resizes to many sizes; every alpha over
@@ -31,16 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().with_name("golden")
 JSON_FILE = "golden.json"
 # Probabilities are written with this many decimals: far below the 1e-4 the JS test allows.
-DECIMALS = 6
+DECIMALS = 5
 
 # Each (model, image) pair is read; these pairs are also read with allowed characters.
-ALLOWED = {"grey": "2345bcd", "rgb": "AΩ😀x", "tiny": "ab12"}
+ALLOWED = {"grey": "2345bcd", "rgb": "AΩ😀x", "tiny": "ab12", "real": "ab12"}
 # tests/tiny_reader.onnx, copied: a reader that reads texts it draws with high confidence.
 TINY_TEXTS = ("ab12", "4d4d", "c")
 # Preprocessing-only checks: a small image resized to each of these (width, height).
-RESIZE_SOURCES = ("resize_l.png", "resize_rgb.png")
+RESIZE_SOURCES = {"resize_l.png": 1, "resize_rgb.png": 3}  # image: the channels it is read in
 RESIZE_TARGETS = (
-    (1, 1), (2, 3), (13, 7), (36, 23), (37, 50), (74, 46), (100, 32), (200, 11), (5, 60), (37, 23)
+    (1, 1), (2, 3), (13, 7), (36, 23), (37, 50), (45, 29), (100, 32), (200, 11), (5, 60), (37, 23)
 )  # fmt: skip
 
 
@@ -193,9 +195,8 @@ def expected(folder: Path = GOLDEN) -> dict:
             "channels": channels,
             "pixels": _b64(load_image(folder / "images" / source, height, width, channels)),
         }
-        for source in RESIZE_SOURCES
+        for source, channels in RESIZE_SOURCES.items()
         for width, height in RESIZE_TARGETS
-        for channels in (1, 3)
     ]
     table = alpha_table()
     colours = all_colours()

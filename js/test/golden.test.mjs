@@ -3,6 +3,7 @@
 // per-step probabilities within 1e-4. Run: node --test js/test/
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -108,4 +109,19 @@ test('bad input gets a clear error', async () => {
     /cannot output: "z"/);
   await assert.rejects(loadReader(path.join(GOLDEN, 'images')), /has no model.onnx/);
   await assert.rejects(loadReader(path.join(GOLDEN, 'images', 'l.jpg')), /no captcha-ocr metadata|not an ONNX model/);
+});
+
+test('read.mjs prints what captcha-ocr predict --json prints', () => {
+  const entries = golden.reads.filter((e) => e.model === 'tiny.onnx').slice(0, 4);
+  const images = entries.map((e) => path.join(GOLDEN, e.image));
+  const cli = path.join(GOLDEN, '..', 'read.mjs');
+  const run = spawnSync(process.execPath, [cli, path.join(GOLDEN, 'tiny.onnx'), ...images, 'missing.png'], { encoding: 'utf8' });
+  assert.equal(run.status, 1, run.stderr); // one unreadable image
+  const lines = run.stdout.trim().split('\n').map((line) => JSON.parse(line));
+  assert.deepEqual(lines.slice(0, -1).map((l) => l.text), entries.map((e) => e.text));
+  lines.slice(0, -1).forEach((l, i) => assert.ok(Math.abs(l.confidence - entries[i].confidence) < 1e-4));
+  assert.match(lines.at(-1).error, /missing.png: no such file/);
+  const bad = spawnSync(process.execPath, [cli, path.join(GOLDEN, 'tiny.onnx'), images[0], '--allowed-chars', 'z'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /cannot output: "z"/);
 });
