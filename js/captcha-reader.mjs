@@ -105,6 +105,7 @@ export function specFromMetadata(metadata, source = 'the model') {
     [spec?.channels === 1 || spec?.channels === 3, 'channels must be 1 or 3'],
     [isInt(spec?.height) && isInt(spec?.width) && spec.height >= 1 && spec.width >= 1,
       'height and width must be integers >= 1'],
+    [isInt(spec?.max_label_length) && spec.max_label_length >= 1, 'max_label_length must be >= 1'],
     [(spec?.blank_index ?? 0) === BLANK, 'blank_index must be 0'],
   ];
   for (const [ok, message] of checks) {

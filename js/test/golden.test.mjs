@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { CaptchaOCRError, decodeImage, loadImage, loadReader } from '../node-reader.mjs';
+import { CaptchaOCRError, decodeImage, loadImage, loadReader, readOnnxMetadata, specFromMetadata } from '../node-reader.mjs';
 
 const GOLDEN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'golden');
 const golden = JSON.parse(await readFile(path.join(GOLDEN, 'golden.json'), 'utf8'));
@@ -124,4 +124,19 @@ test('read.mjs prints what captcha-ocr predict --json prints', () => {
   const bad = spawnSync(process.execPath, [cli, path.join(GOLDEN, 'tiny.onnx'), images[0], '--allowed-chars', 'z'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /cannot output: "z"/);
+});
+
+test('the metadata is read from the file and checked as Python checks it', async () => {
+  const metadata = readOnnxMetadata(await readFile(path.join(GOLDEN, 'rgb.onnx')));
+  assert.equal(metadata.charset, 'AB7xyzΩ€😀');
+  const spec = specFromMetadata(metadata);
+  assert.deepEqual([spec.height, spec.width, spec.channels, spec.chars.length], [40, 120, 3, 9]);
+  const good = JSON.parse(metadata.captcha_ocr);
+  const bad = (change) => ({ captcha_ocr: JSON.stringify({ ...good, ...change }) });
+  assert.throws(() => specFromMetadata({}), /has no captcha-ocr metadata/);
+  assert.throws(() => specFromMetadata({ captcha_ocr: '{' }), /not valid JSON/);
+  assert.throws(() => specFromMetadata(bad({ blank_index: 3 })), /blank_index must be 0/);
+  assert.throws(() => specFromMetadata(bad({ channels: 2 })), /channels must be 1 or 3/);
+  assert.throws(() => specFromMetadata(bad({ charset: 'aa' })), /repeats a character/);
+  assert.throws(() => specFromMetadata(bad({ height: 0 })), /height and width/);
 });
