@@ -32,12 +32,12 @@ $(JS_DEPS): js/package.json js/package-lock.json
 	fi
 
 test: $(STAMP) $(JS_DEPS)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 # The benchmarks behind bench/RESULTS.md (about an hour on 2 cores; needs ../shared/datasets).
 bench: $(STAMP)

@@ -131,6 +131,7 @@ def test_docs_and_openapi_describe_both_bodies(client: TestClient) -> None:
         "allowed_chars",
         "beam_width",
         "min_confidence",
+        "positions",
     }
     assert {"200", "400", "413", "415", "422"} <= set(read["responses"])
 

@@ -77,6 +77,7 @@ class TrainConfig:
     pretrain: str | None = None  # "synth": first train on generated look-alike captchas
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
+    init: str | None = None  # a run folder to start from (its weights, wherever they fit)
     devices: int = 1  # >1: data-parallel over that many GPUs (MirroredStrategy); no GPU: CPUs
     # A run whose best model reads fewer validation captchas than this did not learn: train
     # says so and exits with status 3 (the model is kept, marked not usable).
@@ -245,6 +246,11 @@ def validate_train_config(config: TrainConfig) -> None:
             "pretrain_images must be >= 2 (a training and a validation captcha at least)",
         ),
         (config.pretrain_epochs >= 1, "pretrain_epochs must be >= 1"),
+        (
+            config.init is None or config.pretrain is None,
+            "init and pretrain don't mix: a run starts from another model or from a "
+            "synthetic pre-training, not both",
+        ),
         (0 <= config.augment.probability <= 1, "augment.probability must be between 0 and 1"),
         (0 <= config.min_accuracy <= 1, "min_accuracy must be between 0 and 1"),
     ]

@@ -1,6 +1,7 @@
-"""CTC decoding: greedy (best path) and prefix beam search, and restricting the output to
-some characters. Input is log-probabilities ``(T, C)`` or ``(B, T, C)`` with the blank at class
-:data:`~captcha_ocr.charset.BLANK`; output is collapsed classes and a probability.
+"""CTC decoding: greedy (best path) and prefix beam search, restricting the output to some
+characters, and where each character was read. Input is log-probabilities ``(T, C)`` or
+``(B, T, C)`` with the blank at class :data:`~captcha_ocr.charset.BLANK`; output is collapsed
+classes and a probability, or the time steps that emitted each class.
 
 NumPy only, so that reading captchas never needs TensorFlow.
 """
@@ -55,6 +56,66 @@ def greedy_decode_batch(log_probs: np.ndarray) -> list[tuple[list[int], float]]:
         ([int(c) for c in row[k]], float(np.exp(p)))
         for row, k, p in zip(best, keep, path_log_probs)
     ]
+
+
+def greedy_steps(log_probs: np.ndarray) -> list[list[int]]:
+    """The time steps that emitted each class of :func:`greedy_decode`'s output, in order.
+
+    On the best path, a kept class is emitted by its run of equal steps (the repeats that
+    collapse into it); blanks emit nothing. One list per class, steps ascending.
+
+    >>> lp = np.log(np.array([[.1, .9], [.1, .9], [.9, .1], [.2, .8]]))  # blank, then class 1
+    >>> greedy_steps(lp)
+    [[0, 1], [3]]
+    """
+    best = log_probs.argmax(axis=-1)
+    steps: list[list[int]] = []
+    for t, c in enumerate(best):
+        if c == BLANK:
+            continue
+        if t > 0 and c == best[t - 1]:
+            steps[-1].append(t)
+        else:
+            steps.append([t])
+    return steps
+
+
+def align(log_probs: np.ndarray, classes: list[int]) -> list[list[int]]:
+    """The time steps that emitted each of ``classes`` on the most probable CTC path that
+    collapses to them (Viterbi forced alignment over one sequence ``(T, C)``).
+
+    For the greedy text this is the best path itself, so it agrees with :func:`greedy_steps`;
+    it also places a beam search's text. Raises :class:`CaptchaOCRError` when no path of
+    non-zero probability reads ``classes``.
+    """
+    if not classes:
+        return []
+    steps = len(log_probs)
+    labels = np.full(2 * len(classes) + 1, BLANK)  # blank, c1, blank, c2, ..., blank
+    labels[1::2] = classes
+    emit = log_probs[:, labels]  # (T, S)
+    # A path may skip the blank between two different classes, never between equal ones.
+    skip = np.zeros(len(labels), dtype=bool)
+    skip[2:] = (labels[2:] != BLANK) & (labels[2:] != labels[:-2])
+    score = np.full(len(labels), -np.inf)
+    score[:2] = emit[0, :2]
+    came_from = np.zeros((steps, len(labels)), dtype=np.int8)  # 0 stay, 1 or 2 states back
+    for t in range(1, steps):
+        candidates = np.full((3, len(labels)), -np.inf)
+        candidates[0] = score
+        candidates[1, 1:] = score[:-1]
+        candidates[2, 2:] = np.where(skip[2:], score[:-2], -np.inf)
+        came_from[t] = candidates.argmax(axis=0)
+        score = candidates[came_from[t], np.arange(len(labels))] + emit[t]
+    state = len(labels) - 1 if score[-1] >= score[-2] else len(labels) - 2
+    if not np.isfinite(score[state]):
+        raise CaptchaOCRError(f"no CTC path of {steps} steps reads these {len(classes)} classes")
+    emitted: list[list[int]] = [[] for _ in classes]
+    for t in range(steps - 1, -1, -1):
+        if state % 2:  # odd states are classes, even ones blanks
+            emitted[state // 2].insert(0, t)
+        state -= int(came_from[t, state])
+    return emitted
 
 
 def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[list[int], float]:

@@ -8,6 +8,7 @@ blank index in its metadata, so a lone ``model.onnx`` is enough to read with.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -16,16 +17,44 @@ from pathlib import Path
 
 import numpy as np
 
+from captcha_ocr.basemodel import resolve_base
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import ModelSpec
-from captcha_ocr.decode import allowed_mask, beam_search_decode, greedy_decode_batch, restrict
+from captcha_ocr.decode import (
+    align,
+    allowed_mask,
+    beam_search_decode,
+    greedy_decode_batch,
+    greedy_steps,
+    restrict,
+)
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.images import ImageLoadError, ImageSource, load_image
 from captcha_ocr.metadata import EXPORT_AGAIN, NOT_USABLE_KEY, spec_from_metadata
+from captcha_ocr.presets import PRESETS
 from captcha_ocr.progress import progress_bar
 from captcha_ocr.runfolder import ONNX_FILE
 
 log = logging.getLogger(__name__)
+
+# Networks (model.BUILDERS) whose time steps read their feature map row by row, and how many
+# pixels of the input's width one column of that map covers: the tutorial's network pools 16x
+# and reads its 4x13 map (50x200 input) a row at a time, so step t lies in column t % 13. The
+# other networks read their map column by column: step t of T covers the t-th T-th of the width.
+ROW_BY_ROW_STRIDE = {"tutorial_resnet": 16}
+
+
+@dataclass(frozen=True)
+class CharPosition:
+    """Where one character of a reading was read.
+
+    ``steps``: the CTC time steps that emitted it (ascending); ``span``: the part of the
+    image's width those steps cover, ``(left, right)`` as fractions of the width (0 to 1).
+    """
+
+    char: str
+    steps: tuple[int, ...]
+    span: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -36,17 +65,33 @@ class Prediction:
     probability of the single best CTC path (the product over time steps of the largest class
     probability), a lower bound of the text's probability; with beam search, the sum over the
     CTC paths in the beam that collapse to ``text``. ``error`` is set (and ``text`` is None)
-    only when ``read_batch(..., skip_errors=True)`` met an unreadable image.
+    only when ``read_batch(..., skip_errors=True)`` met an unreadable image. ``positions``
+    (one per character of ``text``) is filled only when asked for (``positions=True``).
     """
 
     text: str | None
     confidence: float
     error: str | None = None
+    positions: tuple[CharPosition, ...] | None = None
+
+
+def step_columns(spec: ModelSpec, steps: int) -> int:
+    """How many columns across the image a model's ``steps`` time steps lie on: step t lies in
+    column ``t % columns`` (``columns == steps`` for a network that reads left to right).
+
+    >>> step_columns(ModelSpec("reference", "abc", 50, 200, 3, 5), 52)  # a 4x13 map, by rows
+    13
+    """
+    preset = PRESETS.get(spec.preset)
+    stride = preset and ROW_BY_ROW_STRIDE.get(preset.builder)
+    columns = -(-spec.width // stride) if stride else steps
+    return columns if 0 < columns <= steps and steps % columns == 0 else steps
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:
-    """A run folder or an ``.onnx`` file -> the ``.onnx`` file, with a clear error if absent."""
-    path = Path(model)
+    """A run folder, an ``.onnx`` file or ``"base"`` (the base model shipped in the package)
+    -> the ``.onnx`` file, with a clear error if absent."""
+    path = resolve_base(model)
     if path.is_dir():
         onnx_path = path / ONNX_FILE
         if not onnx_path.is_file():
@@ -149,23 +194,51 @@ class Reader:
         ]
 
     def decode(
-        self, log_probs: np.ndarray, beam_width: int = 1, allowed_chars: str | None = None
+        self,
+        log_probs: np.ndarray,
+        beam_width: int = 1,
+        allowed_chars: str | None = None,
+        positions: bool = False,
     ) -> list[Prediction]:
-        """CTC-decode ``(B, T, classes)`` log-probabilities into predictions."""
+        """CTC-decode ``(B, T, classes)`` log-probabilities into predictions; with
+        ``positions``, each also says where each of its characters was read."""
         log_probs = restrict(log_probs, allowed_mask(self.charset, allowed_chars))
         if beam_width <= 1:
             decoded = greedy_decode_batch(log_probs)
         else:
             decoded = [beam_search_decode(row, beam_width) for row in log_probs]
-        return [Prediction(self.charset.decode(classes), prob) for classes, prob in decoded]
+        predictions = [Prediction(self.charset.decode(classes), prob) for classes, prob in decoded]
+        if not positions:
+            return predictions
+        return [
+            dataclasses.replace(p, positions=self._positions(row, classes, beam_width))
+            for p, row, (classes, _) in zip(predictions, log_probs, decoded)
+        ]
+
+    def _positions(
+        self, log_probs: np.ndarray, classes: list[int], beam_width: int
+    ) -> tuple[CharPosition, ...]:
+        """Where each of ``classes``, decoded from ``(T, classes)`` log-probabilities, was read:
+        on the best path (greedy), or on the text's most probable path (beam search)."""
+        emitted = greedy_steps(log_probs) if beam_width <= 1 else align(log_probs, classes)
+        columns = step_columns(self.spec, len(log_probs))
+        positions = []
+        for c, steps in zip(classes, emitted):
+            lying = [t % columns for t in steps]
+            span = (min(lying) / columns, (max(lying) + 1) / columns)
+            positions.append(CharPosition(self.charset.decode([c]), tuple(steps), span))
+        return tuple(positions)
 
     def read(
-        self, image: ImageSource, beam_width: int = 1, allowed_chars: str | None = None
+        self,
+        image: ImageSource,
+        beam_width: int = 1,
+        allowed_chars: str | None = None,
+        positions: bool = False,
     ) -> Prediction:
         """Read one image (a path, bytes, a PIL image or a NumPy array)."""
-        return self.decode(self.log_probs(self.preprocess(image)[None]), beam_width, allowed_chars)[
-            0
-        ]
+        batch = self.preprocess(image)[None]
+        return self.decode(self.log_probs(batch), beam_width, allowed_chars, positions)[0]
 
     def read_batch(
         self,
@@ -175,11 +248,13 @@ class Reader:
         allowed_chars: str | None = None,
         skip_errors: bool = False,
         progress: bool = False,
+        positions: bool = False,
     ) -> list[Prediction]:
         """Read many images; decoding of the next batch runs in threads while the model runs.
 
         With ``skip_errors``, an unreadable image gives a Prediction with ``error`` set;
-        otherwise it raises :class:`~captcha_ocr.images.ImageLoadError`.
+        otherwise it raises :class:`~captcha_ocr.images.ImageLoadError`. With ``positions``,
+        each prediction says where each character was read.
         """
         if batch_size < 1:
             raise CaptchaOCRError(f"batch_size must be >= 1 (got {batch_size})")
@@ -190,7 +265,8 @@ class Reader:
                 results: list[Prediction] = []
                 if good:
                     batch = np.stack([chunk[i] for i in good])
-                    results = self.decode(self.log_probs(batch), beam_width, allowed_chars)
+                    log_probs = self.log_probs(batch)
+                    results = self.decode(log_probs, beam_width, allowed_chars, positions)
                 by_index = dict(zip(good, results))
                 for i, item in enumerate(chunk):
                     if i in by_index:

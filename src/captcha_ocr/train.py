@@ -60,22 +60,31 @@ from captcha_ocr.runfolder import (
     read_history,
 )
 from captcha_ocr.synth import pretrain_on_synth
+from captcha_ocr.warmstart import init_spec
+from captcha_ocr.warmstart import initial_weights as warm_start
 
 log = logging.getLogger(__name__)
 
 
-def measure_spec(samples: list[Sample], config: TrainConfig) -> ModelSpec:
-    """Charset, input size and channels from the data and the config."""
+def measure_spec(
+    samples: list[Sample], config: TrainConfig, init: ModelSpec | None = None
+) -> ModelSpec:
+    """Charset, input size and channels from the data and the config; starting from another
+    model (``init``), its input height and channels unless set, so its weights fit."""
     charset = Charset.from_labels(s.label for s in samples)
     width, height = config.width, config.height
     if width is None or height is None:  # else no need to read any image header
-        width, height = model_input_size(most_common_size(samples), width, height, config.preset)
+        size = model_input_size(most_common_size(samples), width, height, config.preset)
+        if init is not None and height is None:
+            size = size.scaled_to_height(init.height)
+        width, height = size
+    channels = config.channels or (init.channels if init is not None else 1)
     return ModelSpec(
         preset=config.preset,
         charset=charset.chars,
         height=int(height),
         width=int(width),
-        channels=config.channels or 1,
+        channels=channels,
         max_label_length=max(len(s.label) for s in samples),
     )
 
@@ -168,6 +177,8 @@ def train(
         _make_run_folder(run, Path(out))
     assert run.run_dir is not None
     initial_weights = None
+    if run.config.init and not run.fine_tuning_started:
+        initial_weights = warm_start(run.config.init, run.spec)
     if run.config.pretrain == "synth" and not run.fine_tuning_started:
         try:
             initial_weights = pretrain_on_synth(
@@ -209,7 +220,7 @@ def train(
 
 def _rescue(run: _Run, stuck: TrainResult, progress: bool, strategy) -> TrainResult:
     """Train a stuck run once more with the remedy measured to help on the blank plateau:
-    ``--pretrain synth`` (another seed if it had pre-trained already). The stuck attempt's
+    ``--pretrain synth`` (another seed if it had pre-trained, or started from ``--init``). The stuck attempt's
     files move to ``stuck-attempt/``; ``configs.yaml`` then holds the second attempt's config,
     so ``--resume`` goes on with it."""
     assert run.run_dir is not None
@@ -219,7 +230,7 @@ def _rescue(run: _Run, stuck: TrainResult, progress: bool, strategy) -> TrainRes
         if (run.run_dir / name).exists():
             os.replace(run.run_dir / name, folder / name)
     remedy: dict = {"rescue": False}
-    if run.config.pretrain == "synth":
+    if run.config.pretrain == "synth" or run.config.init:
         remedy["seed"] = run.config.seed + 1
     else:
         remedy["pretrain"] = "synth"
@@ -232,9 +243,12 @@ def _rescue(run: _Run, stuck: TrainResult, progress: bool, strategy) -> TrainRes
         folder,
     )
     save_run_config(run.run_dir, run.spec, config, {**run.data_info, "rescued": True})
-    weights = pretrain_on_synth(
-        run.train_samples, run.spec, config, run.run_dir, progress, strategy
-    )
+    if config.init:
+        weights = warm_start(config.init, run.spec)
+    else:
+        weights = pretrain_on_synth(
+            run.train_samples, run.spec, config, run.run_dir, progress, strategy
+        )
     return fit(
         run.run_dir, run.spec, config, run.train_samples, run.val_samples, RunState(), [],
         progress, initial_weights=weights, strategy=strategy,
@@ -263,7 +277,7 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
         samples = find_samples(data, config.label_pattern, config.ignore_case)
     log.info("found %d labeled images in %s", len(samples), data)
     warn_about_spaces(samples)
-    spec = measure_spec(samples, config)
+    spec = measure_spec(samples, config, init_spec(config.init) if config.init else None)
     train_samples, val_samples = split_samples(samples, config.val_fraction, config.seed)
     if config.epochs is None:
         config = dataclasses.replace(
@@ -301,7 +315,9 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
     if changes:
         config = dataclasses.replace(config, **changes)
         validate_train_config(config)
-    started = config.pretrain != "synth" or (run_dir / LAST_MODEL).is_file()
+    # A run that starts from --pretrain synth or --init has nothing to go on from before its
+    # first epoch ends: it starts that way again.
+    started = (config.pretrain is None and config.init is None) or (run_dir / LAST_MODEL).is_file()
     for name in (TRAIN_CSV, VAL_CSV, LAST_MODEL) if started else (TRAIN_CSV, VAL_CSV):
         if not (run_dir / name).is_file():
             raise CaptchaOCRError(f"cannot resume {run_dir}: {name} is missing")

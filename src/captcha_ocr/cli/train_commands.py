@@ -37,6 +37,7 @@ CONFIG_FLAGS = (
     "val_fraction",
     "time_limit",
     "pretrain",
+    "init",
     "pretrain_images",
     "pretrain_epochs",
     "devices",
@@ -80,6 +81,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--pretrain",
         choices=("synth",),
         help="first train on generated captchas that imitate the data, then fine-tune",
+    )
+    p.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from a trained run's weights (its network and input height; characters "
+        "it does not know start fresh): fine-tune it on new labels or a new style",
     )
     p.add_argument(
         "--pretrain-images", type=int, help="synthetic captchas to pre-train on (default 4000)"
@@ -142,7 +149,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from captcha_ocr.data import find_samples
 
         file_overrides = load_yaml(args.config) if args.config else {}
-        config = resolve_train_config("default", file_overrides, _train_overrides(args))
+        preset = "default"
+        if args.init:  # its network, unless --preset or the config file names one
+            from captcha_ocr.warmstart import init_spec
+
+            preset = init_spec(args.init).preset
+        config = resolve_train_config(preset, file_overrides, _train_overrides(args))
         samples = find_samples(args.data, config.label_pattern, config.ignore_case)
     log.info("loading TensorFlow ...")
     from captcha_ocr.export import export_run

@@ -7,10 +7,11 @@ import dataclasses
 import json
 import logging
 import os
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from captcha_ocr.config import ServeSettings
 from captcha_ocr.errors import CaptchaOCRError
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 # settings reach :func:`app_from_environment` through these variables.
 MODEL_ENV = "CAPTCHA_OCR_SERVE_MODEL"
 SETTINGS_ENV = "CAPTCHA_OCR_SERVE_SETTINGS"
+# The "try a model" page at GET /: one self-contained HTML file shipped in the package.
+TRY_PAGE = "try.html"
 
 
 def create_app(model: str | os.PathLike | Reader, settings: ServeSettings | None = None) -> FastAPI:
@@ -66,6 +69,13 @@ def create_app(model: str | os.PathLike | Reader, settings: ServeSettings | None
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    page = resources.files(__package__).joinpath(TRY_PAGE).read_text(encoding="utf-8")
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    async def try_page() -> HTMLResponse:
+        """A page to try the model in a browser: drop, paste or pick images."""
+        return HTMLResponse(page)
 
     @app.get(
         "/healthz",

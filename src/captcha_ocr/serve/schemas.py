@@ -35,6 +35,11 @@ class ReadOptions(BaseModel):
         le=1.0,
         description="A reading below this confidence has text null and rejected true.",
     )
+    positions: bool | None = Field(
+        None,
+        description="True: each result also says where each character was read "
+        "(positions, time_steps). Off by default.",
+    )
 
 
 class ReadJSON(ReadOptions):
@@ -45,10 +50,32 @@ class ReadJSON(ReadOptions):
     )
 
 
+class CharPosition(BaseModel):
+    """Where one character of the text was read."""
+
+    char: str = Field(description="The character.")
+    steps: list[int] = Field(
+        description="The CTC time steps that emitted it, ascending (0 to time_steps - 1)."
+    )
+    span: tuple[float, float] = Field(
+        description="[left, right): the part of the image's width those steps cover, as "
+        "fractions of the width (0: left edge, 1: right edge)."
+    )
+
+
 class ReadResult(BaseModel):
     text: str | None = Field(description="What was read; null when rejected.")
     confidence: float = Field(description="The model's probability of the text (0 to 1).")
     rejected: bool = Field(description="True when confidence < min_confidence.")
+    positions: list[CharPosition] | None = Field(
+        None,
+        description="Only with positions=true: one entry per character of text, in order; "
+        "null when rejected. Greedy decoding: the steps of the best path; beam search: of "
+        "the text's most probable path.",
+    )
+    time_steps: int | None = Field(
+        None, description="Only with positions=true: how many CTC time steps the model reads."
+    )
 
 
 class ReadResponse(BaseModel):

@@ -108,18 +108,20 @@ class ReadService:
             )
         log_probs = await self.batcher.log_probs(self._load_images(sources))  # (n, T, classes)
         beam_width = options.beam_width or 1
-        if beam_width > 1:
+        decode_args = (log_probs, beam_width, options.allowed_chars, bool(options.positions))
+        if beam_width > 1 or options.positions:
             loop = asyncio.get_running_loop()
             predictions = await loop.run_in_executor(
-                self.cpu_pool, self.reader.decode, log_probs, beam_width, options.allowed_chars
+                self.cpu_pool, self.reader.decode, *decode_args
             )
         else:
-            predictions = self.reader.decode(log_probs, 1, options.allowed_chars)
-        return {
-            "model": self.reader.name,
-            "version": self.reader.spec.version,
-            "results": [self._result(p, options.min_confidence) for p in predictions],
-        }
+            predictions = self.reader.decode(*decode_args)
+        results = [self._result(p, options.min_confidence) for p in predictions]
+        if options.positions:
+            for result, prediction in zip(results, predictions):
+                result["positions"] = None if result["rejected"] else _positions(prediction)
+                result["time_steps"] = log_probs.shape[1]
+        return {"model": self.reader.name, "version": self.reader.spec.version, "results": results}
 
     @staticmethod
     def _result(prediction: Prediction, min_confidence: float | None) -> dict[str, Any]:
@@ -263,6 +265,14 @@ class ReadService:
             raise ApiError(
                 415, "not_an_image", f"images[{index}]: unreadable image ({error})"
             ) from None
+
+
+def _positions(prediction: Prediction) -> list[dict[str, Any]]:
+    """A prediction's character positions as JSON (see schemas.CharPosition)."""
+    return [
+        {"char": p.char, "steps": list(p.steps), "span": list(p.span)}
+        for p in prediction.positions or ()
+    ]
 
 
 def _decode_base64(text: str, index: int) -> bytes:

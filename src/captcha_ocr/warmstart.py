@@ -1,0 +1,82 @@
+"""``train --init RUN``: start a new run from the weights of a trained one.
+
+The network is rebuilt for the new data (its charset, width and label lengths), then every
+weight whose shape still fits is copied. The output layer is copied per class: the blank and
+each character the source model knows keep their weights, characters new to it start fresh.
+The input height is the source's (unless set), so the layers after the convolutions fit too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from captcha_ocr.basemodel import resolve_base
+from captcha_ocr.config import ModelSpec, load_run_config
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
+
+log = logging.getLogger(__name__)
+
+
+def init_spec(source: str | Path) -> ModelSpec:
+    """The model spec of the run folder that ``--init`` names (checked to hold a model)."""
+    run_dir = resolve_base(source)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CaptchaOCRError(
+            f"--init {source}: not a run folder ({CONFIG_FILE} is missing); give the folder "
+            "of a finished training run, e.g. runs/latest"
+        )
+    if not (run_dir / BEST_MODEL).is_file():
+        raise CaptchaOCRError(f"--init {source}: the run has no {BEST_MODEL} yet; train it first")
+    return load_run_config(run_dir)[0]
+
+
+def initial_weights(source: str | Path, spec: ModelSpec) -> list[np.ndarray]:
+    """Weights for a fresh network of ``spec``, copied from ``source`` wherever they fit."""
+    from captcha_ocr.model import build_model, load_best_model
+
+    source_spec = init_spec(source)
+    if source_spec.preset != spec.preset:
+        raise CaptchaOCRError(
+            f"--init {source} is a {source_spec.preset!r} network, this run a {spec.preset!r} "
+            f"one; leave --preset out (or give --preset {source_spec.preset})"
+        )
+    source_model = load_best_model(resolve_base(source))
+    target_model = build_model(spec)
+    weights = [w.copy() for w in target_model.get_weights()]
+    source_weights = source_model.get_weights()
+    if len(source_weights) != len(weights):
+        raise CaptchaOCRError(f"--init {source}: its network differs from this run's")
+    classes = _class_map(source_spec.charset, spec.charset)
+    copied = fresh = 0
+    output_kernel, output_bias = len(weights) - 2, len(weights) - 1  # the last Dense layer
+    for index, (mine, theirs) in enumerate(zip(weights, source_weights)):
+        if index in (output_kernel, output_bias):
+            known = classes >= 0
+            mine[..., known] = theirs[..., classes[known]]
+            copied += 1
+        elif mine.shape == theirs.shape:
+            weights[index] = theirs
+            copied += 1
+        else:
+            fresh += 1
+    new_chars = "".join(c for c in spec.charset if c not in source_spec.charset)
+    log.info(
+        "starting from %s: %d of %d weight tensors copied%s%s",
+        source,
+        copied,
+        len(weights),
+        f"; {fresh} did not fit and start fresh" if fresh else "",
+        f"; characters new to it: {new_chars!r}" if new_chars else "",
+    )
+    return weights
+
+
+def _class_map(source_charset: str, charset: str) -> np.ndarray:
+    """For each output class of the new network, its class in the source network (-1: new).
+    Class 0 is the CTC blank in both; character ``charset[i]`` is class ``i + 1``."""
+    source_class = {char: i + 1 for i, char in enumerate(source_charset)}
+    return np.array([0, *(source_class.get(char, -1) for char in charset)])

@@ -1,0 +1,108 @@
+"""``train --init RUN``: a new run starts from a trained run's weights, wherever they fit."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captcha_ocr.config import load_run_config
+from captcha_ocr.sizes import ImageSize
+from captcha_ocr.warmstart import _class_map, init_spec
+from tests.helpers import fails, succeeds
+
+pytestmark = pytest.mark.slow
+
+
+def test_class_map_keeps_the_blank_and_known_characters():
+    assert _class_map("abc", "cxa").tolist() == [0, 3, -1, 1]
+
+
+def test_the_width_follows_the_height_of_the_model_started_from():
+    assert ImageSize(200, 50).scaled_to_height(64) == (256, 64)
+    assert ImageSize(100, 32).scaled_to_height(32) == (100, 32)
+
+
+def _outputs(model, spec) -> np.ndarray:
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, *spec.input_size.shape(spec.channels)))
+    return np.asarray(model(pixels.astype("float32"), training=False))
+
+
+def test_same_spec_copies_every_weight(trained_run: Path):
+    from captcha_ocr.model import build_model, load_best_model
+    from captcha_ocr.warmstart import initial_weights
+
+    spec = init_spec(trained_run)
+    model = build_model(spec)
+    model.set_weights(initial_weights(trained_run, spec))
+    source = load_best_model(trained_run)
+    np.testing.assert_allclose(_outputs(model, spec), _outputs(source, spec), atol=1e-5)
+
+
+def test_known_characters_keep_their_output_weights_and_new_ones_start_fresh(trained_run: Path):
+    from captcha_ocr.model import build_model, load_best_model
+    from captcha_ocr.warmstart import initial_weights
+
+    source_spec = init_spec(trained_run)  # charset "1234abcd"
+    spec = dataclasses.replace(source_spec, charset="ba9", width=source_spec.width + 16)
+    weights = initial_weights(trained_run, spec)
+    source_kernel = load_best_model(trained_run).get_weights()[-2]
+    kernel = weights[-2]
+    assert kernel.shape[-1] == 4  # blank, b, a, 9
+    np.testing.assert_array_equal(kernel[:, 0], source_kernel[:, 0])
+    np.testing.assert_array_equal(
+        kernel[:, 1], source_kernel[:, source_spec.charset.index("b") + 1]
+    )
+    np.testing.assert_array_equal(
+        kernel[:, 2], source_kernel[:, source_spec.charset.index("a") + 1]
+    )
+    assert not any(np.allclose(kernel[:, 3], column) for column in source_kernel.T)
+    model = build_model(spec)
+    model.set_weights(weights)  # every shape fits the new network
+
+
+def test_a_taller_input_keeps_the_convolutions(trained_run: Path, caplog):
+    from captcha_ocr.warmstart import initial_weights
+
+    source_spec = init_spec(trained_run)
+    spec = dataclasses.replace(source_spec, height=source_spec.height * 2)
+    with caplog.at_level("INFO"):
+        initial_weights(trained_run, spec)
+    assert "did not fit and start fresh" in caplog.text
+
+
+def test_train_init_starts_where_the_source_run_ended(
+    trained_run: Path, synth_dir: Path, tmp_path: Path, capsys
+):
+    """With a learning rate near zero, the first epoch's validation loss is near the source's
+    (batch-norm statistics still move): the weights were used. A fresh network's is far off
+    (measured: source 15.3, started from it 14.0, fresh 39.1)."""
+    out = tmp_path / "runs"
+    succeeds(
+        ["train", str(synth_dir), "--init", str(trained_run), "--out", str(out), "--epochs", "1",
+         "--lr", "1e-9", "--seed", "3", "--quiet", "--min-accuracy", "0", "--no-rescue"],
+        capsys,
+    )  # fmt: skip
+    spec, config, _ = load_run_config(out / "latest")
+    assert spec.preset == "tiny"  # the network of the run it started from, without --preset
+    assert config.init == str(trained_run)
+
+    def last_val_loss(run: Path) -> float:
+        with open(run / "history.csv", newline="") as f:
+            return float(list(csv.DictReader(f))[-1]["val_loss"])
+
+    source, started = last_val_loss(trained_run), last_val_loss(out / "latest")
+    assert started == pytest.approx(source, rel=0.15)
+
+
+def test_init_errors_are_clear(trained_run: Path, synth_dir: Path, tmp_path: Path, capsys):
+    out = str(tmp_path / "runs")
+    fails(["train", str(synth_dir), "--init", str(tmp_path), "--out", out], capsys,
+          "not a run folder")  # fmt: skip
+    fails(["train", str(synth_dir), "--init", str(trained_run), "--pretrain", "synth",
+           "--out", out], capsys, "don't mix")  # fmt: skip
+    fails(["train", str(synth_dir), "--init", str(trained_run), "--preset", "default",
+           "--out", out], capsys, "leave --preset out")  # fmt: skip
