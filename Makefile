@@ -20,13 +20,24 @@ demo: $(STAMP)
 	$(BIN)/python -m captcha_ocr synth demo/new --count 5 --seed 99
 	$(BIN)/python -m captcha_ocr predict demo/runs/latest demo/new
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
+# The JavaScript reader's packages (js/), for its golden test; without npm that test skips.
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node would otherwise fetch CUDA libraries.
+JS_DEPS := js/node_modules/.package-lock.json
+
+$(JS_DEPS): js/package.json js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix js --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "note: npm not found; the JavaScript reader's test will skip (install Node.js 20.9+)"; \
+	fi
+
+test: $(STAMP) $(JS_DEPS)
+	$(BIN)/ruff check src tests bench scripts js
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts js
+	$(BIN)/ruff format --check src tests bench scripts js
 
 # The benchmarks behind bench/RESULTS.md (about an hour on 2 cores; needs ../shared/datasets).
 bench: $(STAMP)
