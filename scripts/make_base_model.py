@@ -15,7 +15,7 @@ Fonts: the DejaVu and STIX families that matplotlib ships, and the package's Dro
     python scripts/make_base_model.py --images 40000 --epochs 10      # ~1 hour on 2 cores
     python scripts/make_base_model.py --images 300 --epochs 1 --out /tmp/base --no-install
 
-The result (the run folder's ``configs.yaml``, ``best.keras`` and ``model.onnx``) is copied
+The result (the run folder's ``configs.yaml``, ``model.keras`` and ``model.onnx``) is copied
 into ``src/captcha_ocr/base_model/`` unless ``--no-install``.
 """
 
@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from captcha_ocr.config import TrainConfig
     from captcha_ocr.export import export_run
+    from captcha_ocr.model import load_keras_model
+    from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
     from captcha_ocr.train import train
 
     with tempfile.TemporaryDirectory(prefix="base-model-") as tmp:
@@ -218,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base model: {result.run_dir}, validation accuracy {accuracy:.1%} (synthetic)")
     if not args.no_install:
         PACKAGE_DIR.mkdir(exist_ok=True)
-        for name in ("configs.yaml", "best.keras"):
-            shutil.copy2(result.run_dir / name, PACKAGE_DIR / name)
+        shutil.copy2(result.run_dir / CONFIG_FILE, PACKAGE_DIR / CONFIG_FILE)
+        # Without the optimizer's state (two more copies of every weight): fine-tuning starts
+        # an optimizer of its own.
+        load_keras_model(result.run_dir / BEST_MODEL).save(PACKAGE_DIR / BEST_MODEL)
         shutil.copy2(onnx, PACKAGE_DIR / "model.onnx")
         print(f"installed into {PACKAGE_DIR}")
     return 0

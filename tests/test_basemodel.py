@@ -46,5 +46,5 @@ def test_the_shipped_base_model_reads_and_is_small():
     reader = Reader.load("base")
     assert set("0123456789abcXYZ") <= set(reader.spec.charset)
     assert sum(p.stat().st_size for p in basemodel.BASE_DIR.iterdir()) < 2_500_000
-    assert (basemodel.BASE_DIR / "best.keras").is_file()
+    assert (basemodel.BASE_DIR / "model.keras").is_file()
     assert (basemodel.BASE_DIR / "configs.yaml").is_file()

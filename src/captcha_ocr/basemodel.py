@@ -2,7 +2,7 @@
 
 A default-network reader trained on synthetic captchas of many styles only (see
 ``scripts/make_base_model.py``, which anyone can rerun). Its folder is laid out like a run
-folder (``configs.yaml``, ``best.keras``, ``model.onnx``), so everything that takes a run
+folder (``configs.yaml``, ``model.keras``, ``model.onnx``), so everything that takes a run
 folder takes it.
 """
 
