@@ -281,7 +281,8 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
     train_samples, val_samples = split_samples(samples, config.val_fraction, config.seed)
     if config.epochs is None:
         config = dataclasses.replace(
-            config, epochs=auto_epochs(len(train_samples), config.batch_size)
+            config,
+            epochs=auto_epochs(len(train_samples), config.batch_size, config.init is not None),
         )
         log.info(
             "epoch budget: %d (%d optimizer steps)",
