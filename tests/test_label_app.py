@@ -160,11 +160,15 @@ def test_a_model_run_folder_starts_round_one(tmp_path: Path) -> None:
 
 
 def test_round_one_starts_from_the_base_model_when_one_ships(tmp_path: Path, monkeypatch) -> None:
-    assert first_round_start(None) == ["--pretrain", "synth"]  # this checkout ships none
+    monkeypatch.chdir(tmp_path)  # no folder named "base" here
+    monkeypatch.setattr(basemodel, "BASE_DIR", tmp_path / "none")
+    assert first_round_start(None) == ["--pretrain", "synth"]  # an install without one
     assert first_round_start(()) == [] and first_round_start(["--seed", "3"]) == ["--seed", "3"]
-    (tmp_path / "model.keras").write_bytes(b"")
-    monkeypatch.setattr(basemodel, "BASE_DIR", tmp_path)
-    (tmp_path / "model.onnx").write_bytes(b"")
+    shipped = tmp_path / "base_model"
+    shipped.mkdir()
+    (shipped / "model.keras").write_bytes(b"")
+    (shipped / "model.onnx").write_bytes(b"")
+    monkeypatch.setattr(basemodel, "BASE_DIR", shipped)
     assert first_round_start(None) == ["--init", "base"]
 
 
