@@ -86,7 +86,6 @@ def test_styles_smoke(tmp_path: Path) -> None:
         styles.main(
             [
                 "--styles",
-                "transparent",
                 "dark",
                 "--train-count",
                 "200",
@@ -107,8 +106,10 @@ def test_styles_smoke(tmp_path: Path) -> None:
     )
     text = results.read_text()
     assert "<!-- styles-tiny-seeds -->" in text and "| per seed |" in text
-    assert "| transparent |" in text and "| dark |" in text and "--label-pattern" in text
-    [row] = [line for line in text.splitlines() if line.startswith("| transparent |")]
+    # One style (the one that needs --label-pattern) and two seeds: each more costs a
+    # training and an export (~13 s); what the styles draw is tested below.
+    assert "| dark |" in text and "--label-pattern" in text
+    [row] = [line for line in text.splitlines() if line.startswith("| dark |")]
     assert len(re.findall(r"\d+\.\d\d% / \d+\.\d\d%", row)) == 1  # seeds 0 and 1
 
 
