@@ -106,3 +106,16 @@ def test_init_errors_are_clear(trained_run: Path, synth_dir: Path, tmp_path: Pat
            "--out", out], capsys, "don't mix")  # fmt: skip
     fails(["train", str(synth_dir), "--init", str(trained_run), "--preset", "default",
            "--out", out], capsys, "leave --preset out")  # fmt: skip
+
+
+def test_the_input_takes_the_height_of_the_model_started_from(synth_dir: Path, trained_run: Path):
+    from captcha_ocr.config import TrainConfig
+    from captcha_ocr.data import find_samples
+    from captcha_ocr.train import measure_spec
+
+    samples = find_samples(synth_dir)  # 100x32 images
+    init = dataclasses.replace(init_spec(trained_run), height=64)
+    assert measure_spec(samples, TrainConfig(preset="tiny"), init).input_size == (200, 64)
+    given = TrainConfig(preset="tiny", width=96)
+    assert measure_spec(samples, given, init).input_size == (96, 64)
+    assert measure_spec(samples, TrainConfig(preset="tiny", height=40), init).height == 40

@@ -75,8 +75,8 @@ def measure_spec(
     width, height = config.width, config.height
     if width is None or height is None:  # else no need to read any image header
         size = model_input_size(most_common_size(samples), width, height, config.preset)
-        if init is not None and height is None:
-            size = size.scaled_to_height(init.height)
+        if init is not None and height is None:  # a --width given stays as it is
+            size = size.scaled_to_height(init.height) if width is None else (width, init.height)
         width, height = size
     channels = config.channels or (init.channels if init is not None else 1)
     return ModelSpec(
