@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/base", help="where the training run goes")
     parser.add_argument("--data", help="draw into this folder (kept) instead of a temp one")
     parser.add_argument("--no-install", action="store_true", help="don't copy into the package")
+    parser.add_argument(
+        "--init", help="go on from this base run folder (e.g. the last one, for more epochs)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=max(3, args.epochs),
             min_accuracy=0.0,  # a judgement for users' runs; this one is judged below
             rescue=False,
+            init=args.init,
         )
         result = train(labels, args.out, config, progress=sys.stdout.isatty())
         onnx = export_run(result.run_dir)

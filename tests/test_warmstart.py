@@ -119,3 +119,32 @@ def test_the_input_takes_the_height_of_the_model_started_from(synth_dir: Path, t
     given = TrainConfig(preset="tiny", width=96)
     assert measure_spec(samples, given, init).input_size == (96, 64)
     assert measure_spec(samples, TrainConfig(preset="tiny", height=40), init).height == 40
+
+
+def test_a_default_run_starts_from_the_base_model_unless_told_otherwise(synth_dir: Path):
+    """init "auto": the base model for its own network, unless the run pre-trains; "none"
+    starts from random weights; a run's configs.yaml records where it really started."""
+    from captcha_ocr.basemodel import BASE_NAME
+    from captcha_ocr.config import TrainConfig, resolve_train_config
+    from captcha_ocr.train import _planned_run
+    from captcha_ocr.warmstart import resolve_init
+
+    assert TrainConfig().init == "auto"
+    assert resolve_init(TrainConfig()).init == BASE_NAME
+    assert resolve_init(TrainConfig(init="none")).init is None
+    assert resolve_init(TrainConfig(pretrain="synth")).init is None
+    assert resolve_init(TrainConfig(preset="tiny")).init is None  # not the base's network
+    assert resolve_init(TrainConfig(preset="reference")).init is None
+    assert resolve_init(TrainConfig(init="runs/x")).init == "runs/x"
+    # --pretrain synth with the default init is no mix of the two
+    resolve_train_config(cli_overrides={"pretrain": "synth"})
+    run = _planned_run(synth_dir, TrainConfig(), None)  # 100x32 images
+    assert (run.config.init, run.spec.input_size) == (BASE_NAME, (200, 64))
+    fresh = _planned_run(synth_dir, TrainConfig(init="none"), None)
+    assert (fresh.config.init, fresh.spec.input_size) == (None, (200, 64))  # scaled up anyway
+
+
+def test_train_init_none_parses(synth_dir: Path, tmp_path: Path, capsys):
+    out = str(tmp_path / "runs")
+    fails(["train", str(synth_dir), "--init", "none", "--pretrain", "synth", "--epochs", "0",
+           "--out", out], capsys, "epochs must be >= 1")  # fmt: skip

@@ -26,6 +26,9 @@ from captcha_ocr.runfolder import CONFIG_FILE
 from captcha_ocr.sizes import ImageSize
 from captcha_ocr.version import __version__
 
+# The two words TrainConfig.init takes besides a run folder or "base" (see its comment).
+INIT_AUTO, INIT_NONE = "auto", "none"
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -79,7 +82,10 @@ class TrainConfig:
     pretrain: str | None = None  # "synth": first train on generated look-alike captchas
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
-    init: str | None = None  # a run folder to start from (its weights, wherever they fit)
+    # Where the weights start: a run folder (its weights, wherever they fit), "base" (the base
+    # model the package ships), "none" (random weights), or "auto": "base" for the base's
+    # network (the default preset) unless the run pre-trains (--pretrain synth), else "none".
+    init: str | None = "auto"
     devices: int = 1  # >1: data-parallel over that many GPUs (MirroredStrategy); no GPU: CPUs
     # A run whose best model reads fewer validation captchas than this did not learn: train
     # says so and exits with status 3 (the model is kept, marked not usable).
@@ -249,7 +255,7 @@ def validate_train_config(config: TrainConfig) -> None:
         ),
         (config.pretrain_epochs >= 1, "pretrain_epochs must be >= 1"),
         (
-            config.init is None or config.pretrain is None,
+            config.init in (None, INIT_AUTO, INIT_NONE) or config.pretrain is None,
             "init and pretrain don't mix: a run starts from another model or from a "
             "synthetic pre-training, not both",
         ),

@@ -60,7 +60,7 @@ from captcha_ocr.runfolder import (
     read_history,
 )
 from captcha_ocr.synth import pretrain_on_synth
-from captcha_ocr.warmstart import init_spec
+from captcha_ocr.warmstart import init_spec, resolve_init
 from captcha_ocr.warmstart import initial_weights as warm_start
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,7 @@ def _judge(result: TrainResult) -> None:
 def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | None) -> _Run:
     """A new run's settings and split; its folder is made once its labels are checked."""
     validate_train_config(config)
+    config = resolve_init(config)  # the run's configs.yaml says where it really started
     if samples is None:
         samples = find_samples(data, config.label_pattern, config.ignore_case)
     log.info("found %d labeled images in %s", len(samples), data)

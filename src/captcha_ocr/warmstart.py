@@ -8,17 +8,33 @@ The input height is the source's (unless set), so the layers after the convoluti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from captcha_ocr.basemodel import resolve_base
-from captcha_ocr.config import ModelSpec, load_run_config
+from captcha_ocr.basemodel import BASE_DIR, BASE_NAME, resolve_base
+from captcha_ocr.config import INIT_AUTO, INIT_NONE, ModelSpec, TrainConfig, load_run_config
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
 
 log = logging.getLogger(__name__)
+
+
+def resolve_init(config: TrainConfig) -> TrainConfig:
+    """``config`` with its ``init`` made concrete: a run folder, ``"base"`` or None (random
+    weights). ``"auto"`` is ``"base"`` where the package ships a base model of the run's
+    network and the run does not pre-train on synthetic captchas.
+
+    >>> resolve_init(TrainConfig(init="none")).init, resolve_init(TrainConfig(preset="tiny")).init
+    (None, None)
+    """
+    init = None if config.init == INIT_NONE else config.init
+    if init == INIT_AUTO:
+        base_fits = (BASE_DIR / CONFIG_FILE).is_file() and config.pretrain is None
+        init = BASE_NAME if base_fits and init_spec(BASE_NAME).preset == config.preset else None
+    return dataclasses.replace(config, init=init)
 
 
 def init_spec(source: str | Path) -> ModelSpec:

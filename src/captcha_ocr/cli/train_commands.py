@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
-from captcha_ocr.config import INT8_MAX_ACCURACY_DROP
+from captcha_ocr.config import INIT_AUTO, INIT_NONE, INT8_MAX_ACCURACY_DROP
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE
 
@@ -84,9 +84,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--init",
-        metavar="RUN_DIR",
+        metavar="RUN_DIR|base|none",
         help="start from a trained run's weights (its network and input height; characters "
-        "it does not know start fresh): fine-tune it on new labels or a new style",
+        "it does not know start fresh): fine-tune it on new labels or a new style. base: the "
+        "base model shipped in the package; none: random weights (default: base for the "
+        "default network unless --pretrain, else none)",
     )
     p.add_argument(
         "--pretrain-images", type=int, help="synthetic captchas to pre-train on (default 4000)"
@@ -150,7 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         file_overrides = load_yaml(args.config) if args.config else {}
         preset = "default"
-        if args.init:  # its network, unless --preset or the config file names one
+        if args.init not in (None, INIT_AUTO, INIT_NONE):  # its network, unless --preset
+            # or the config file names one
             from captcha_ocr.warmstart import init_spec
 
             preset = init_spec(args.init).preset
