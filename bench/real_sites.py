@@ -8,6 +8,11 @@ names need one), in its own process; the exported model then reads the held-out 
     python bench/real_sites.py                                # every set, seed 0
     python bench/real_sites.py --sets rkn_securimage --seeds 0 1 2
     python bench/real_sites.py --sets amazon --flags --pretrain synth --section real-sites-synth
+    python bench/real_sites.py --variant "scratch=--init none" --variant "base=" --seeds 0 1
+
+Variants (``--variant NAME=FLAGS``) run side by side: for each set and seed, one after the
+other, so that machine noise hits them alike; the table has a row per set and variant.
+Every row is also printed as a JSON line when it is done (and appended to ``--log``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import csv
 import hashlib
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -108,6 +114,18 @@ def run_one(site: Site, seed: int, flags: list[str], max_train: int, work: Path)
     return row
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=FLAGS`` -> ``(NAME, [flags])``.
+
+    >>> parse_variant("scratch=--init none"), parse_variant("base=")
+    (('scratch', ['--init', 'none']), ('base', []))
+    """
+    name, sep, flags = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--variant {text!r}: write it NAME=FLAGS, e.g. 'scratch=--init none'")
+    return name, shlex.split(flags)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=[s.name for s in SITES])
@@ -115,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, default=3000, help="cap on training images")
     parser.add_argument("--section", default="real-sites", help="RESULTS.md section name")
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="a named set of train flags; several run side by side (default: one, --flags)",
+    )
+    parser.add_argument("--log", type=Path, help="append each row as a JSON line here")
     parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="more train flags")
     args = parser.parse_args(argv)
+    variants = dict(parse_variant(v) for v in args.variant) or {"": args.flags}
     sites = {s.name: s for s in SITES}
     unknown = [name for name in args.sets if name not in sites]
     if unknown:
@@ -129,16 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="captcha-bench-") as tmp:
         for name in args.sets:
             for seed in args.seeds:
-                row = run_one(sites[name], seed, args.flags, args.max_train, Path(tmp))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                for variant, flags in variants.items():
+                    work = Path(tmp) / (variant or "runs")
+                    row = {
+                        "variant": variant,
+                        **run_one(sites[name], seed, flags, args.max_train, work),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if args.log:
+                        with open(args.log, "a", encoding="utf-8") as log:
+                            log.write(json.dumps(row) + "\n")
 
     table_rows = []
-    for name in args.sets:
-        mine = [r for r in rows if r["set"] == name]
+    for name, variant in ((n, v) for n in args.sets for v in variants):
+        mine = [r for r in rows if r["set"] == name and r["variant"] == variant]
         accuracies = [r["accuracy"] for r in mine]
         table_rows.append([
-            name, mine[0]["train"], mine[0]["test"],
+            name, *([variant] if args.variant else []), mine[0]["train"], mine[0]["test"],
             f"{statistics.fmean(accuracies):.2%}", f"{min(accuracies):.2%}",
             " / ".join(f"{a:.1%}" for a in accuracies),
             " / ".join(f"{r['seconds']:.0f}" for r in mine),
@@ -147,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
             mine[-1].get("confused", "-"),
         ])  # fmt: skip
     headers = [
-        "set", "train", "test", "mean acc", "worst", "per seed", "train s",
+        "set", *(["variant"] if args.variant else []), "train", "test", "mean acc", "worst", "per seed", "train s",
         "epochs (best)", "exit", "most confused (last seed)",
     ]  # fmt: skip
     markdown = (
         f"`{command_line()}` at {git_revision()}\n\n"
         f"Machine: {machine()}\n\n"
-        f"Seeds {args.seeds}; train flags: {' '.join(args.flags) or '(defaults)'}\n\n"
+        f"Seeds {args.seeds}; train flags: "
+        + "; ".join(
+            f"{k + ': ' if k else ''}{' '.join(f) or '(defaults)'}" for k, f in variants.items()
+        )
+        + "\n\n"
         + table(headers, table_rows)
     )
     print(markdown)

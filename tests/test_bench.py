@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -180,10 +181,17 @@ def test_real_sites_smoke(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(real_sites, "SITES", [real_sites.Site("fake")])
     results = tmp_path / "RESULTS.md"
     monkeypatch.setattr(real_sites, "update_section", lambda n, md: results.write_text(md))
-    argv = ["--sets", "fake", "--max-train", "60", "--flags", "--preset", "tiny", "--epochs", "1"]
+    log = tmp_path / "rows.jsonl"
+    argv = ["--sets", "fake", "--max-train", "60", "--log", str(log),
+            "--variant", "one=--preset tiny --epochs 1", "--variant", "two=--preset tiny --epochs 2"]  # fmt: skip
     assert real_sites.main(argv) == 0
     names = [p.name for p in site.iterdir()]
     held = [n for n in names if real_sites.held_out(n)]
     assert 0.1 < len(held) / len(names) < 0.3  # about a fifth, by name alone
     table = results.read_text()
-    assert f"| fake | 60 | {len(held)} |" in table and "--preset tiny --epochs 1" in table
+    assert (
+        f"| fake | one | 60 | {len(held)} |" in table and "one: --preset tiny --epochs 1" in table
+    )
+    assert f"| fake | two | 60 | {len(held)} |" in table
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["variant"], r["epochs"]) for r in rows] == [("one", 1), ("two", 2)]
