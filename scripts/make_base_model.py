@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/base", help="where the training run goes")
     parser.add_argument("--data", help="draw into this folder (kept) instead of a temp one")
     parser.add_argument("--no-install", action="store_true", help="don't copy into the package")
+    parser.add_argument("--install", metavar="RUN_DIR", help="only copy this finished run in")
     parser.add_argument(
         "--init", help="go on from this base run folder (e.g. the last one, for more epochs)"
     )
@@ -194,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from captcha_ocr.config import TrainConfig
     from captcha_ocr.export import export_run
-    from captcha_ocr.model import load_keras_model
-    from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
     from captcha_ocr.train import train
+
+    if args.install:
+        run_dir = Path(args.install)
+        onnx = run_dir / "model.onnx"
+        install(run_dir, onnx if onnx.is_file() else export_run(run_dir))
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="base-model-") as tmp:
         folder = Path(args.data) if args.data else Path(tmp)
@@ -223,14 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = 1 - best.get("val_wer", math.nan)
     print(f"base model: {result.run_dir}, validation accuracy {accuracy:.1%} (synthetic)")
     if not args.no_install:
-        PACKAGE_DIR.mkdir(exist_ok=True)
-        shutil.copy2(result.run_dir / CONFIG_FILE, PACKAGE_DIR / CONFIG_FILE)
-        # Without the optimizer's state (two more copies of every weight): fine-tuning starts
-        # an optimizer of its own.
-        load_keras_model(result.run_dir / BEST_MODEL).save(PACKAGE_DIR / BEST_MODEL)
-        shutil.copy2(onnx, PACKAGE_DIR / "model.onnx")
-        print(f"installed into {PACKAGE_DIR}")
+        install(result.run_dir, onnx)
     return 0
+
+
+def install(run_dir: Path, onnx: Path) -> None:
+    """Copy a finished base run into the package (``src/captcha_ocr/base_model/``)."""
+    from captcha_ocr.model import load_keras_model
+    from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
+
+    PACKAGE_DIR.mkdir(exist_ok=True)
+    shutil.copy2(run_dir / CONFIG_FILE, PACKAGE_DIR / CONFIG_FILE)
+    # Without the optimizer's state (two more copies of every weight): fine-tuning starts
+    # an optimizer of its own.
+    load_keras_model(run_dir / BEST_MODEL).save(PACKAGE_DIR / BEST_MODEL)
+    shutil.copy2(onnx, PACKAGE_DIR / "model.onnx")
+    print(f"installed {run_dir} into {PACKAGE_DIR}")
 
 
 if __name__ == "__main__":

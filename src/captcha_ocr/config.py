@@ -58,7 +58,7 @@ class TrainConfig:
     width: int | None = None  # model input width; None: the most common width in the data
     channels: int | None = None  # 1 (grey) or 3 (RGB); None: the preset's choice
     epochs: int | None = (
-        None  # None: ~60 epochs, 1,800 (--init: 300) to 20,000 steps, 15 to 2,000 epochs
+        None  # None: ~60 epochs (from a trained model ~30), 1,800 (300) to 20,000 steps
     )
     batch_size: int = 32
     learning_rate: float = 2e-3  # peak learning rate

@@ -31,6 +31,8 @@ AUTO_EPOCHS_RANGE = (15, 2000)
 # --init base, 300 steps read 94.2 % (234 s on 2 cores); the 1,800-step floor would take
 # 20 minutes there, most of it the per-epoch checks of a one-batch epoch.
 FINE_TUNE_MIN_STEPS = 300
+# Such a run needs fewer epochs, too: FINE_TUNE_EPOCHS instead of AUTO_EPOCHS (see below).
+FINE_TUNE_EPOCHS = 30
 
 # CTC first sits on the blank plateau (validation CER ~1) while its validation loss may rise;
 # 180 real images left it after 270 steps (54 epochs) here. Early stopping waits until a
@@ -68,11 +70,13 @@ def auto_epochs(train_images: int, batch_size: int, fine_tune: bool = False) -> 
     >>> auto_epochs(936, 32), auto_epochs(180, 32), auto_epochs(1800, 32), auto_epochs(100_000, 32)
     (63, 360, 60, 15)
     >>> auto_epochs(45, 32, fine_tune=True), auto_epochs(1800, 32, fine_tune=True)
-    (300, 60)
+    (300, 30)
     """
     per_epoch = batches_per_epoch(train_images, batch_size)
-    floor = FINE_TUNE_MIN_STEPS if fine_tune else AUTO_STEPS_RANGE[0]
-    steps = min(max(AUTO_EPOCHS * per_epoch, floor), AUTO_STEPS_RANGE[1])
+    epochs, floor = (
+        (FINE_TUNE_EPOCHS, FINE_TUNE_MIN_STEPS) if fine_tune else (AUTO_EPOCHS, AUTO_STEPS_RANGE[0])
+    )
+    steps = min(max(epochs * per_epoch, floor), AUTO_STEPS_RANGE[1])
     low, high = AUTO_EPOCHS_RANGE
     return int(min(high, max(low, math.ceil(steps / per_epoch))))
 

@@ -61,7 +61,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--epochs",
         type=int,
-        help="epoch budget (default: about 60 epochs, 1,800 to 20,000 optimizer steps)",
+        help="epoch budget (default: about 60 epochs and at least 1,800 optimizer steps from "
+        "random weights; about 30 epochs and at least 300 steps from a trained model, as the "
+        "base model; at most 20,000 steps)",
     )
     p.add_argument(
         "--batch-size",
