@@ -319,3 +319,15 @@ def test_real_sites_smoke(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
     assert f"| fake | two | 60 | {len(held)} |" in table
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["variant"], r["epochs"]) for r in rows] == [("one", 1), ("two", 2)]
+
+
+def test_read_speed_smoke(tmp_path: Path) -> None:
+    import read_speed
+
+    results = tmp_path / "RESULTS.md"
+    argv = ["--single", "5", "--batch", "4", "--rounds", "1", "--default-size", "96x32",
+            "--results", str(results), "--section", "speed-96"]  # fmt: skip
+    assert read_speed.main(argv) == 0
+    text = results.read_text()
+    assert "<!-- speed-96 -->" in text and "default model 96x32" in text
+    assert "| default | 1 |" in text and "| reference | 2 |" in text
