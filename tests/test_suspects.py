@@ -173,6 +173,36 @@ def test_a_run_that_did_not_learn_or_cannot_be_read_is_skipped(
     assert not list(tmp_path.rglob(SUSPECTS_CSV))
 
 
+def test_doctests_and_no_keras() -> None:
+    import doctest
+
+    from captcha_ocr import suspects
+    from tests.helpers import assert_runs_without
+
+    assert doctest.testmod(suspects).failed == 0
+    assert_runs_without(("tensorflow", "keras"), "import captcha_ocr.suspects\n")
+
+
+def test_planted_noise_and_its_score() -> None:
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    from label_noise import plant_noise, score
+
+    labels = [f"{a}{b}{c}" for a in "xyz" for b in "xyz" for c in "xyz"]  # 27
+    noisy, changed = plant_noise(labels, 0.2, np.random.default_rng(1))
+    assert len(changed) == 5 and len(noisy) == 27
+    assert [i for i, (a, b) in enumerate(zip(labels, noisy)) if a != b] == changed
+    for i in changed:
+        differ = sum(a != b for a, b in zip(labels[i], noisy[i]))
+        assert 1 <= differ <= 2 and set(noisy[i]) <= set("xyz")
+    assert plant_noise(labels, 0.2, np.random.default_rng(1)) == (noisy, changed)  # seeded
+    result = score(["p1", "n1", "p2", "n2", "p3"], {"p1", "p2", "p3"})
+    assert (result["found_top_k"], result["found_all"], result["listed"]) == (2, 3, 5)
+    assert result["recall_top_k"] == result["precision_top_k"] == 2 / 3
+    assert result["recall_all"] == 1.0
+
+
 @pytest.mark.slow
 def test_train_lists_the_training_images_it_reads_otherwise(
     synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture

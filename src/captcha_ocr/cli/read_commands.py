@@ -282,7 +282,8 @@ def _show_suspects(report, count: int, prefix: str | None) -> None:
         print(f"{len(suspects)} image(s) read differently from their labels; the surest reads:")
         print(format_suspects(suspects[:count]) if suspects else "  (none)")
     if prefix:
-        grid = write_suspects(f"{prefix}.csv", f"{prefix}.png", suspects, "suspect labels")
+        title = "suspect labels: read otherwise than labeled, surest read first"
+        grid = write_suspects(f"{prefix}.csv", f"{prefix}.png", suspects, title)
         log.info("suspects written to %s.csv%s", prefix, f" and {grid}" if grid else "")
 
 

@@ -123,7 +123,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-suspects",
         action="store_true",
-        help=f"do not read the run's images back for wrong labels (default: {SUSPECTS_CSV})",
+        help="do not list the images the model reads otherwise than labeled (default: "
+        f"RUN_DIR/{SUSPECTS_CSV}, to find wrong labels)",
     )
     add_label_options(p)
     p.add_argument(
