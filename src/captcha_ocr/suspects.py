@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("path", "label", "read", "confidence")
 
-# A read this sure that differs from its label points at the label: a model that reads its
-# validation captchas well is right on nearly all reads above 0.9 (greedy confidence is the
-# best CTC path's probability, a lower bound of the text's).
+# A read this sure that differs from its label points at the label more than at the model
+# (greedy confidence is the best CTC path's probability, a lower bound of the text's). A
+# fixed line, so that train's count means the same in every run; the lists keep every misread.
 CONFIDENT = 0.9
 
 GRID_LIMIT = 48  # images in a grid: the top of the list is what a person checks first
