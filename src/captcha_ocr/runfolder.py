@@ -12,6 +12,7 @@ A run folder ``RUNS_DIR/<YYYYmmdd-HHMMSS>/`` holds::
     curves.png     loss, CER and WER per epoch
     model.onnx     the exported reader (``captcha-ocr export``)
     model.int8.onnx   its int8 quantization, when kept (``export --int8``)
+    suspect_labels.csv suspect_labels.png   images read differently from their labels (suspects)
     pretrain/      the ``--pretrain synth`` run: the same files, for the synthetic captchas
     stuck-attempt/ a first attempt that sat on the CTC blank plateau, when the run restarted
 
@@ -51,6 +52,8 @@ PRETRAIN_DIR = "pretrain"
 STUCK_ATTEMPT_DIR = "stuck-attempt"  # a run's first attempt, when it sat on the blank plateau
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
+SUSPECTS_CSV = "suspect_labels.csv"  # training/validation images the model reads otherwise
+SUSPECTS_GRID = "suspect_labels.png"  # the first of them, with label and read
 LATEST_LINK = "latest"
 
 # val_acc (the share of validation captchas read exactly right) came last; older

@@ -220,11 +220,26 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--report", metavar="FILE.json", help="write every prediction and the scores as JSON"
     )
     p.add_argument("--show", type=int, default=20, help="wrong predictions to print (default 20)")
+    p.add_argument(
+        "--suspects",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N images whose labels look most wrong: read otherwise, surest first",
+    )
+    p.add_argument(
+        "--suspects-out",
+        metavar="PREFIX",
+        help="write every such image to PREFIX.csv (path,label,read,confidence) and a grid "
+        "of the first to PREFIX.png, to check and fix their labels",
+    )
     add_label_options(p)
     add_read_options(p)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.suspects < 0:
+        raise CaptchaOCRError(f"--suspects must be >= 0 (got {args.suspects})")
     from captcha_ocr.data import find_samples
     from captcha_ocr.evaluate import evaluate
     from captcha_ocr.infer import Reader
@@ -253,7 +268,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         report.save(args.report)
         log.info("report written to %s", args.report)
+    if args.suspects or args.suspects_out:
+        _show_suspects(report, args.suspects, args.suspects_out)
     return 0
+
+
+def _show_suspects(report, count: int, prefix: str | None) -> None:
+    """evaluate --suspects N / --suspects-out PREFIX."""
+    from captcha_ocr.suspects import find_suspects, format_suspects, write_suspects
+
+    suspects = find_suspects(report)
+    if count:
+        print(f"{len(suspects)} image(s) read differently from their labels; the surest reads:")
+        print(format_suspects(suspects[:count]) if suspects else "  (none)")
+    if prefix:
+        title = "suspect labels: read otherwise than labeled, surest read first"
+        grid = write_suspects(f"{prefix}.csv", f"{prefix}.png", suspects, title)
+        log.info("suspects written to %s.csv%s", prefix, f" and {grid}" if grid else "")
 
 
 def _serve_flags() -> list[tuple[str, type, object, str]]:

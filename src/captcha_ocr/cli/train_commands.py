@@ -12,7 +12,7 @@ import logging
 from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
 from captcha_ocr.config import INIT_AUTO, INIT_NONE, INT8_MAX_ACCURACY_DROP
 from captcha_ocr.errors import CaptchaOCRError
-from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE
+from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, SUSPECTS_CSV
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -21,7 +21,7 @@ DEFAULT_RUNS_DIR = "runs"
 NOT_LEARNED_STATUS = 3
 
 # What --resume can change in a run; every other train flag would be silently ignored.
-RESUME_FLAGS = ("resume", "epochs", "devices", "quiet")
+RESUME_FLAGS = ("resume", "epochs", "devices", "quiet", "no_suspects")
 
 # The train flags that override a TrainConfig field of the same name.
 CONFIG_FLAGS = (
@@ -122,6 +122,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "budget, and --devices can change)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-suspects",
+        action="store_true",
+        help="do not list the images the model reads otherwise than labeled (default: "
+        f"RUN_DIR/{SUSPECTS_CSV}, to find wrong labels)",
+    )
     add_label_options(p)
     p.add_argument(
         "--strict", action="store_true", help="unreadable images are an error, not a skip"
@@ -177,6 +183,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
     onnx_path = export_run(result.run_dir)
+    if not args.no_suspects:
+        from captcha_ocr.suspects import check_run_labels
+
+        check_run_labels(result.run_dir)
     best = result.best
     print(
         f"run folder: {result.run_dir}\n"
