@@ -90,8 +90,9 @@ class TrainConfig:
     # A run whose best model reads fewer validation captchas than this did not learn: train
     # says so and exits with status 3 (the model is kept, marked not usable).
     min_accuracy: float = 0.5
-    # A run still on the blank plateau after a fair share of its budget starts once more, with
-    # --pretrain synth (the remedy measured to help there); False: it only warns.
+    # A run still on the blank plateau after a fair share of its budget starts once more: from
+    # random weights with --pretrain synth (the remedy measured to help there), from a trained
+    # model (--init) with another seed; False: it only warns.
     rescue: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -295,7 +295,8 @@ class EpochMonitor(keras.callbacks.Callback):
             "not learning: after %d epochs no validation captcha is read right and the training "
             "loss has stopped falling (the CTC blank plateau). Likely causes: labels that do not "
             "match the images (check with `captcha-ocr inspect DATA`, set --label-pattern), too "
-            "few images, a hard style (try --pretrain synth), an input size too small for the "
+            "few images, a hard style (start from the base model: leave --init out, or try "
+            "--pretrain synth), an input size too small for the "
             "text (--height/--width), or a learning rate too high or too low (--lr).",
             epochs_done,
         )

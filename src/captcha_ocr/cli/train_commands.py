@@ -112,7 +112,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--no-rescue",
         action="store_true",
         help="a run stuck on the CTC blank plateau only warns (default: it starts once more "
-        "with --pretrain synth, keeping the first attempt in RUN_DIR/stuck-attempt)",
+        "with --pretrain synth, or with another seed when it started from a trained model, "
+        "keeping the first attempt in RUN_DIR/stuck-attempt)",
     )
     p.add_argument("--config", help="YAML file of training settings (flags override it)")
     p.add_argument(
@@ -198,7 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.error(
             "error: the run did not learn: %s. The model is kept but marked not usable. "
             "What to try: check that the labels match the images (captcha-ocr inspect DATA, "
-            "--label-pattern); label more images; --pretrain synth; a longer budget (--epochs); "
+            "--label-pattern); label more images; --init base (if you gave --init none) or "
+            "--pretrain synth; a longer budget (--epochs); "
             "see the README's 'When training does not learn'.",
             result.not_usable,
         )
