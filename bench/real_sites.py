@@ -58,6 +58,18 @@ def held_out(name: str) -> bool:
     return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 5 == 0
 
 
+def development_part(samples: list[tuple[str, str]], limit: int) -> list[tuple[str, str]]:
+    """The samples not held out; over ``limit``, the first ``limit`` in the order of a hash of
+    their file names. Not the first in file-name order: where names are labels (amazon,
+    lanzhou_digits), those share their first characters, and a model trained on 1,000 lanzhou
+    captchas whose labels start with 0 to 2 read 60.7 % of the held-out fifth."""
+    dev = [s for s in samples if not held_out(Path(s[0]).name)]
+    if len(dev) <= limit:
+        return dev
+    by_hash = sorted(dev, key=lambda s: hashlib.sha1(f"dev:{Path(s[0]).name}".encode()).digest())
+    return by_hash[:limit]
+
+
 def site_samples(site: Site) -> list[tuple[str, str]]:
     """``(absolute path, label)`` of every image of a site, labelled as ``train`` would."""
     from captcha_ocr.data import find_samples
@@ -82,7 +94,7 @@ def run_one(site: Site, seed: int, flags: list[str], max_train: int, work: Path)
     from captcha_ocr.infer import Reader
 
     samples = site_samples(site)
-    dev = [s for s in samples if not held_out(Path(s[0]).name)][:max_train]
+    dev = development_part(samples, max_train)
     test = [s for s in samples if held_out(Path(s[0]).name)]
     folder = work / f"{site.name}-{seed}"
     folder.mkdir(parents=True)
@@ -103,6 +115,10 @@ def run_one(site: Site, seed: int, flags: list[str], max_train: int, work: Path)
         state = json.loads(state_file.read_text())
         row.update(epochs=state["epochs_done"], best_epoch=state["best_epoch"])
         row["stop"] = state.get("stop_reason", "")
+    history = run / "history.csv"
+    if history.is_file():  # the validation curve, for the JSON line (not the table)
+        with open(history, newline="", encoding="utf-8") as handle:
+            row["val_acc"] = [round(float(r["val_acc"]), 4) for r in csv.DictReader(handle)]
     onnx = run / "model.onnx"
     if not onnx.is_file():
         row.update(accuracy=float("nan"), cer=float("nan"), error=done.stderr.strip()[-300:])
