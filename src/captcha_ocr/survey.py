@@ -209,7 +209,9 @@ def _warnings(report: DatasetReport, label_pattern: str | None, sized_by_flags: 
     return warnings
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def caption_font(size: int) -> ImageFont.ImageFont:
+    """Pillow's default font at ``size`` px, for captions on the PNG grids (here and in
+    ``suspects``)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one fixed-size default font
@@ -228,13 +230,13 @@ def _grid(tiles: list[tuple[np.ndarray, str]], columns: int, path: Path, title: 
         "RGB", (columns * (tile_w + 8) + 8, 28 + rows * (tile_h + caption_h + 8)), "white"
     )
     draw = ImageDraw.Draw(canvas)
-    draw.text((8, 6), title, fill="black", font=_font(14))
+    draw.text((8, 6), title, fill="black", font=caption_font(14))
     for index, (pixels, caption) in enumerate(tiles):
         row, column = divmod(index, columns)
         x, y = 8 + column * (tile_w + 8), 28 + row * (tile_h + caption_h + 8)
         image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).convert("RGB")
         canvas.paste(image.resize((tile_w, tile_h), Image.Resampling.NEAREST), (x, y))
-        draw.text((x, y + tile_h + 2), caption, fill="black", font=_font(13))
+        draw.text((x, y + tile_h + 2), caption, fill="black", font=caption_font(13))
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return path

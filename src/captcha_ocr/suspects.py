@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from captcha_ocr.config import load_run_verdict
 from captcha_ocr.data import read_labels_file
@@ -34,6 +34,7 @@ from captcha_ocr.files import atomic_path, write_text_atomic
 from captcha_ocr.images import ImageLoadError, open_image, to_rgb_or_grey
 from captcha_ocr.infer import Reader
 from captcha_ocr.runfolder import ONNX_FILE, SUSPECTS_CSV, SUSPECTS_GRID, TRAIN_CSV, VAL_CSV
+from captcha_ocr.survey import caption_font
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,6 @@ def read_suspects_csv(path: str | os.PathLike) -> list[Suspect]:
         raise CaptchaOCRError(f"cannot read suspects from {path}: {error}") from None
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one fixed-size default font
-        return ImageFont.load_default()
-
-
 def _tile(path: str) -> Image.Image:
     """The image scaled to fit the tile box (aspect kept); a grey box when it cannot be read."""
     try:
@@ -137,8 +131,8 @@ def suspects_grid(
     canvas = Image.new("RGB", (pad + columns * cell_w, top + rows * cell_h), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad, 6), title, fill="black", font=_font(14))
-    font = _font(13)
+        draw.text((pad, 6), title, fill="black", font=caption_font(14))
+    font = caption_font(13)
     for index, suspect in enumerate(suspects):
         row, column = divmod(index, columns)
         x, y = pad + column * cell_w, top + row * cell_h
