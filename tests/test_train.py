@@ -168,13 +168,13 @@ class _ScriptedMonitor:
         from captcha_ocr.runfolder import RunState
 
         spec = ModelSpec("tiny", "ab", height=16, width=32, channels=1, max_label_length=2)
-        config = _config(epochs=1000, patience=patience)
+        config = _config(epochs=1000, patience=patience, ema=False)  # no steps to average
         images = np.zeros((1, 16, 32, 1), np.uint8)
         labels = np.ones((1, 2), np.int32)
         samples = [Sample("x.png", "ab")]
         data = PreparedData(spec, samples, samples, images, images, labels, labels)
         model = build_model(spec)
-        model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
+        model.compile(optimizer=make_optimizer(config, 1000), loss=CTCLoss())
         script = iter(scores)
 
         class Monitor(EpochMonitor):
@@ -282,3 +282,29 @@ def test_train_scans_the_data_once(synth_dir: Path, tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert "CTC steps" in err
     assert err.count("did not match the label pattern") == 1, err
+
+
+def test_weight_average_is_validated_and_kept_and_raw_weights_resume(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``ema`` the best checkpoint holds the moving average of the weights (the weights
+    that were validated); last.keras holds the raw weights and the average (in its optimizer),
+    so that a resumed run goes on averaging."""
+    from captcha_ocr import train as train_module
+    from captcha_ocr.model import load_keras_model
+
+    # One epoch (so its checkpoint is the best one) of 11 steps, averaged over all of them.
+    monkeypatch.setattr("captcha_ocr.epochs.EMA_HORIZON_SHARE", 1.0)
+    result = train_module.train(synth_dir, tmp_path, _config(epochs=1, ema=True), progress=False)
+    best = load_keras_model(result.run_dir / "model.keras")
+    last = load_keras_model(result.run_dir / "last.keras", compile=True)
+    average = [np.asarray(v) for v in last.optimizer._model_variables_moving_average]
+    raw = [np.asarray(v) for v in last.trainable_variables]
+    kept = [np.asarray(v) for v in best.trainable_variables]
+    assert not all(np.allclose(a, r) for a, r in zip(average, raw))
+    for a, k in zip(average, kept):
+        np.testing.assert_allclose(a, k, rtol=1e-6, atol=1e-7)
+    resumed = train_module.train(
+        None, tmp_path, resume=result.run_dir, progress=False, resume_epochs=2
+    )
+    assert _epochs(resumed.run_dir) == [1, 2]

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from captcha_ocr.config import load_run_config
-from captcha_ocr.sizes import ImageSize
-from captcha_ocr.warmstart import _class_map, init_spec
+from captcha_ocr.warmstart import _class_map, init_spec, resample_rows
 from tests.helpers import fails, succeeds
 
 pytestmark = pytest.mark.slow
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.slow
 
 def test_class_map_keeps_the_blank_and_known_characters():
     assert _class_map("abc", "cxa").tolist() == [0, 3, -1, 1]
-
-
-def test_the_width_follows_the_height_of_the_model_started_from():
-    assert ImageSize(200, 50).scaled_to_height(64) == (256, 64)
-    assert ImageSize(100, 32).scaled_to_height(32) == (100, 32)
 
 
 def _outputs(model, spec) -> np.ndarray:
@@ -64,14 +58,40 @@ def test_known_characters_keep_their_output_weights_and_new_ones_start_fresh(tra
     model.set_weights(weights)  # every shape fits the new network
 
 
-def test_a_taller_input_keeps_the_convolutions(trained_run: Path, caplog):
-    from captcha_ocr.warmstart import initial_weights
+def test_a_taller_input_resamples_the_projection(trained_run: Path, caplog):
+    """Twice the height: the feature map has twice the rows, so the projection that reads them
+    is interpolated to twice the rows at half the weight; everything else is copied as is."""
+    from captcha_ocr.model import build_model, load_best_model
+    from captcha_ocr.warmstart import initial_weights, resample_rows
 
     source_spec = init_spec(trained_run)
     spec = dataclasses.replace(source_spec, height=source_spec.height * 2)
     with caplog.at_level("INFO"):
-        initial_weights(trained_run, spec)
-    assert "did not fit and start fresh" in caplog.text
+        weights = initial_weights(trained_run, spec)
+    assert "did not fit" not in caplog.text
+    assert f"resampled from {source_spec.height} to {spec.height} px" in caplog.text
+    source = load_best_model(trained_run).get_weights()
+    differ = [i for i, (a, b) in enumerate(zip(weights, source)) if a.shape != b.shape]
+    assert len(differ) == 1  # the projection kernel, (rows * channels, units)
+    kernel, source_kernel = weights[differ[0]], source[differ[0]]
+    assert kernel.shape == (2 * source_kernel.shape[0], source_kernel.shape[1])
+    channels = 16  # the tiny network's last convolution
+    np.testing.assert_allclose(
+        kernel, resample_rows(source_kernel, channels, len(kernel) // channels)
+    )
+    build_model(spec).set_weights(weights)  # every shape fits
+
+
+def test_resampled_rows_keep_a_row_constant_kernel():
+    """A kernel that weighs every row alike gives the same sum over any number of rows of
+    equal features: the projection's output keeps its size at another height."""
+    kernel = np.tile(np.random.default_rng(0).normal(size=(1, 3, 5)), (4, 1, 1)).reshape(12, 5)
+    features = np.random.default_rng(1).normal(size=3)
+    for rows in (3, 5, 8):
+        resampled = resample_rows(kernel, 3, rows)
+        np.testing.assert_allclose(
+            np.tile(features, rows) @ resampled, np.tile(features, 4) @ kernel, rtol=1e-5
+        )
 
 
 def test_train_init_starts_where_the_source_run_ended(
@@ -108,16 +128,18 @@ def test_init_errors_are_clear(trained_run: Path, synth_dir: Path, tmp_path: Pat
            "--out", out], capsys, "leave --preset out")  # fmt: skip
 
 
-def test_the_input_takes_the_height_of_the_model_started_from(synth_dir: Path, trained_run: Path):
+def test_the_input_keeps_the_size_of_the_data_when_starting_from_a_model(
+    synth_dir: Path, trained_run: Path
+):
+    """The source's height does not carry over: its weights are resampled to the data's."""
     from captcha_ocr.config import TrainConfig
     from captcha_ocr.data import find_samples
     from captcha_ocr.train import measure_spec
 
     samples = find_samples(synth_dir)  # 100x32 images
-    init = dataclasses.replace(init_spec(trained_run), height=64)
-    assert measure_spec(samples, TrainConfig(preset="tiny"), init).input_size == (200, 64)
-    given = TrainConfig(preset="tiny", width=96)
-    assert measure_spec(samples, given, init).input_size == (96, 64)
+    init = dataclasses.replace(init_spec(trained_run), height=64, channels=3)
+    spec = measure_spec(samples, TrainConfig(preset="tiny"), init)
+    assert (spec.input_size, spec.channels) == ((100, 32), 3)  # the source's channels
     assert measure_spec(samples, TrainConfig(preset="tiny", height=40), init).height == 40
 
 

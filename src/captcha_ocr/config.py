@@ -64,6 +64,9 @@ class TrainConfig:
     learning_rate: float = 2e-3  # peak learning rate
     optimizer: str = "adamw"  # "adamw" or "adam"
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    # Validate, keep and export an exponential moving average of the weights (its horizon:
+    # epochs.ema_momentum) instead of the last step's weights. False: the raw weights.
+    ema: bool = True
     schedule: str = (
         "cosine"  # "cosine" (warm-up then cosine decay) or "plateau" (reduce on plateau)
     )

@@ -51,6 +51,14 @@ STUCK_MIN_EPOCHS = 10
 # 22 to 37 and not one captcha was read. After half the budget such a run is stuck too.
 MEMORISING_SHARE = 0.5
 
+# The weights are averaged (TrainConfig.ema) over about EMA_HORIZON_STEPS optimizer steps, but
+# never over more than EMA_HORIZON_SHARE of the run, so a short run is not its first weights.
+# Measured on rkn_securimage (seed 0, 30 epochs of 76 steps from the base model): the average
+# read 91.3 % of the held-out fifth, the raw weights 90.2 %, and validation moved less between
+# epochs.
+EMA_HORIZON_STEPS = 100
+EMA_HORIZON_SHARE = 0.1
+
 Row = Mapping[str, float]  # one epoch of history: epoch, loss, val_loss, val_cer, val_acc, ...
 
 
@@ -79,6 +87,17 @@ def auto_epochs(train_images: int, batch_size: int, fine_tune: bool = False) -> 
     steps = min(max(epochs * per_epoch, floor), AUTO_STEPS_RANGE[1])
     low, high = AUTO_EPOCHS_RANGE
     return int(min(high, max(low, math.ceil(steps / per_epoch))))
+
+
+def ema_momentum(total_steps: int) -> float:
+    """Momentum of the moving average of the weights for a run of ``total_steps`` steps: a
+    horizon of :data:`EMA_HORIZON_STEPS` steps, at most :data:`EMA_HORIZON_SHARE` of the run.
+
+    >>> ema_momentum(10_000), ema_momentum(300), ema_momentum(5)
+    (0.99, 0.9666666666666667, 0.0)
+    """
+    horizon = max(1.0, min(EMA_HORIZON_STEPS, EMA_HORIZON_SHARE * total_steps))
+    return 1.0 - 1.0 / horizon
 
 
 def cosine_learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

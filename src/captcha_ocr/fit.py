@@ -33,6 +33,7 @@ from captcha_ocr.epochs import (
     augments,
     batches_per_epoch,
     cosine_learning_rate,
+    ema_momentum,
     judge_epoch,
     patience_epochs,
 )
@@ -243,6 +244,11 @@ class EpochMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        # With an average of the weights (config.ema) the average is validated and becomes the
+        # best checkpoint; the raw weights come back before the last checkpoint (for resume).
+        raw_weights = self.model.get_weights() if self.config.ema else None
+        if raw_weights is not None:
+            self.model.optimizer.finalize_variable_values(self.model.trainable_variables)
         scores = self.validate()
         logs.update(scores)
         # From here to the end the epoch's files are written as one unit: a Ctrl-C waits
@@ -257,6 +263,8 @@ class EpochMonitor(keras.callbacks.Callback):
             self.state = verdict.state
             if verdict.new_best:
                 save_model_atomic(self.model, self.run_dir / BEST_MODEL)
+            if raw_weights is not None:
+                self.model.set_weights(raw_weights)
             if verdict.learning_rate is not None:
                 self.model.optimizer.learning_rate.assign(verdict.learning_rate)
             if verdict.stop_reason:
@@ -342,15 +350,17 @@ def interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """Adam or AdamW with gradient clipping (CTC gradients spike early in training)."""
+def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam or AdamW with gradient clipping (CTC gradients spike early in training), keeping
+    a moving average of the weights when ``config.ema`` is set."""
+    average = {"use_ema": True, "ema_momentum": ema_momentum(total_steps)} if config.ema else {}
     if config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(
-            config.learning_rate, weight_decay=config.weight_decay, clipnorm=5.0
+            config.learning_rate, weight_decay=config.weight_decay, clipnorm=5.0, **average
         )
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         return optimizer
-    return keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
+    return keras.optimizers.Adam(config.learning_rate, clipnorm=5.0, **average)
 
 
 def fit(
@@ -396,15 +406,15 @@ def fit(
         len(prepared.train_samples),
         len(prepared.val_samples),
     )
+    steps_in_epoch = batches_per_epoch(len(prepared.train_images), config.batch_size)
     with device_scope(strategy):  # variables (weights, optimizer slots) live on every device
         if resume:
             model = load_keras_model(run_dir / LAST_MODEL, compile=True)
         else:
             if initial_weights is not None:
                 model.set_weights(initial_weights)
-            model.compile(optimizer=make_optimizer(config), loss=CTCLoss())
-
-    steps_in_epoch = batches_per_epoch(len(prepared.train_images), config.batch_size)
+            optimizer = make_optimizer(config, config.epochs * steps_in_epoch)
+            model.compile(optimizer=optimizer, loss=CTCLoss())
     monitor = EpochMonitor(prepared, config, run_dir, state, history, steps_in_epoch, progress)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False)
     callbacks = keras.callbacks.CallbackList([monitor, tensorboard], model=model)

@@ -96,7 +96,7 @@ PRESETS: dict[str, Preset] = {
         width_stride=LONG_LABELS,
     ),
     # The keras.io tutorial's network and recipe, restated: Adam 1e-3, batch 64,
-    # reduce-on-plateau 0.9/20, early stopping 40, 1000 epochs, RGB input.
+    # reduce-on-plateau 0.9/20, early stopping 40, 1000 epochs, RGB input, raw weights.
     "reference": Preset(
         builder="tutorial_resnet",
         min_size=ImageSize(16, 16),
@@ -110,6 +110,7 @@ PRESETS: dict[str, Preset] = {
             "schedule": "plateau",
             "patience": 40,
             "prefer_later": False,
+            "ema": False,
             "augment": {"contrast": 0.0, "shear": 0.0, "translate": 0.0, "noise": 0.0},
         },
     ),

@@ -70,14 +70,12 @@ def measure_spec(
     samples: list[Sample], config: TrainConfig, init: ModelSpec | None = None
 ) -> ModelSpec:
     """Charset, input size and channels from the data and the config; starting from another
-    model (``init``), its input height and channels unless set, so its weights fit."""
+    model (``init``), its channels unless set. The input size is the data's either way (the
+    weights of another height are resampled to fit: see ``warmstart``)."""
     charset = Charset.from_labels(s.label for s in samples)
     width, height = config.width, config.height
     if width is None or height is None:  # else no need to read any image header
-        size = model_input_size(most_common_size(samples), width, height, config.preset)
-        if init is not None and height is None:  # a --width given stays as it is
-            size = size.scaled_to_height(init.height) if width is None else (width, init.height)
-        width, height = size
+        width, height = model_input_size(most_common_size(samples), width, height, config.preset)
     channels = config.channels or (init.channels if init is not None else 1)
     return ModelSpec(
         preset=config.preset,

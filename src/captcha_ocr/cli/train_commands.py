@@ -87,8 +87,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init",
         metavar="RUN_DIR|base|none",
-        help="start from a trained run's weights (its network and input height; characters "
-        "it does not know start fresh): fine-tune it on new labels or a new style. base: the "
+        help="start from a trained run's weights (its network, fitted to this data's input "
+        "size; characters it does not know start fresh): fine-tune it on new labels or a new "
+        "style. base: the "
         "base model shipped in the package; none: random weights (default: base for the "
         "default network unless --pretrain, else none)",
     )
