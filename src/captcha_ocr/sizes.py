@@ -40,14 +40,3 @@ class ImageSize(NamedTuple):
         (True, False)
         """
         return self.width >= other.width and self.height >= other.height
-
-    def scaled_to_height(self, height: int) -> ImageSize:
-        """This size scaled to ``height``, the aspect kept (the width rounded to 8 px, the
-        widest stride of our networks).
-
-        >>> ImageSize(200, 50).scaled_to_height(64), ImageSize(200, 50).scaled_to_height(50)
-        (ImageSize(width=256, height=64), ImageSize(width=200, height=50))
-        """
-        if height == self.height:
-            return self
-        return ImageSize(max(8, round(self.width * height / self.height / 8) * 8), height)
