@@ -18,6 +18,7 @@ Every row is also printed as a JSON line when it is done (and appended to ``--lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -157,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a named set of train flags; several run side by side (default: one, --flags)",
     )
     parser.add_argument("--log", type=Path, help="append each row as a JSON line here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="train in DIR and keep the runs, to look at their misreads (default: a temporary "
+        "folder, removed at the end)",
+    )
     parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="more train flags")
     args = parser.parse_args(argv)
     variants = dict(parse_variant(v) for v in args.variant) or {"": args.flags}
@@ -169,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"missing data set(s) under {DATASETS}: {missing} (see its README.md)")
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="captcha-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="captcha-bench-"))
         for name in args.sets:
             for seed in args.seeds:
                 for variant, flags in variants.items():

@@ -15,12 +15,13 @@ from captcha_ocr.config import (
     from_dict,
     load_run_config,
     load_yaml,
+    merge,
     resolve_train_config,
     save_run_config,
     validate_train_config,
 )
 from captcha_ocr.errors import CaptchaOCRError
-from captcha_ocr.presets import PRESETS
+from captcha_ocr.presets import FINE_TUNE, PRESETS
 
 SPEC = ModelSpec(
     preset="tiny",
@@ -33,9 +34,27 @@ SPEC = ModelSpec(
 
 
 def test_defaults():
-    config = resolve_train_config()
-    assert config == TrainConfig()
-    assert config.preset == "default"
+    """From random weights the defaults are TrainConfig's; a default run starts from the base
+    model and takes the fine-tuning recipe on top."""
+    scratch = resolve_train_config(cli_overrides={"init": "none"})
+    assert scratch == dataclasses.replace(TrainConfig(), init="none")
+    assert resolve_train_config() == merge(TrainConfig(), FINE_TUNE)
+    assert resolve_train_config().preset == "default"
+
+
+def test_fine_tuning_recipe_applies_to_runs_from_a_model_and_yields_to_the_user():
+    fine = resolve_train_config(cli_overrides={"init": "runs/latest"})
+    assert fine.batch_size == FINE_TUNE["batch_size"] != TrainConfig().batch_size
+    assert fine.augment.probability == FINE_TUNE["augment"]["probability"]
+    assert fine.augment.rotation == AugmentConfig().rotation  # the rest of the section kept
+    synth = resolve_train_config(cli_overrides={"pretrain": "synth"})
+    assert synth.batch_size == TrainConfig().batch_size  # random weights, then synthetic ones
+    given = resolve_train_config(
+        file_overrides={"batch_size": 8}, cli_overrides={"learning_rate": 1e-3}
+    )
+    assert (given.batch_size, given.learning_rate) == (8, 1e-3)
+    assert given.augment.probability == FINE_TUNE["augment"]["probability"]
+    assert resolve_train_config("tiny", cli_overrides={"init": "x"}).batch_size == 16  # its own
 
 
 def test_config_is_frozen():

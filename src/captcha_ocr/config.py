@@ -211,19 +211,36 @@ def resolve_train_config(
     file_overrides: dict[str, Any] | None = None,
     cli_overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults, then the preset's recipe, then a config file, then command-line flags.
+    """Defaults, then the preset's recipe (and its fine-tuning recipe when the run starts from
+    a trained model), then a config file, then command-line flags.
 
     >>> resolve_train_config("reference").optimizer
     'adam'
+    >>> fine, scratch = resolve_train_config(), resolve_train_config(cli_overrides={"init": "none"})
+    >>> fine.batch_size < scratch.batch_size, resolve_train_config(cli_overrides={"batch_size": 8}).batch_size
+    (True, 8)
     """
     file_overrides = dict(file_overrides or {})
     cli_overrides = {k: v for k, v in (cli_overrides or {}).items() if v is not None}
     preset = cli_overrides.get("preset", file_overrides.get("preset", preset))
-    config = merge(TrainConfig(), {**get_preset(preset).recipe, "preset": preset})
-    config = merge(config, file_overrides)
-    config = merge(config, cli_overrides)
+    recipe = merge(TrainConfig(), {**get_preset(preset).recipe, "preset": preset})
+    config = merge(merge(recipe, file_overrides), cli_overrides)
+    if starts_from_a_model(config):
+        recipe = merge(recipe, get_preset(preset).fine_tune)
+        config = merge(merge(recipe, file_overrides), cli_overrides)
     validate_train_config(config)
     return config
+
+
+def starts_from_a_model(config: TrainConfig) -> bool:
+    """Whether the run starts from a trained model's weights: ``init`` names a run or the base
+    model, or is ``auto`` for a preset with a fine-tuning recipe (the base model's network)
+    without ``pretrain`` (see ``warmstart.resolve_init``)."""
+    if config.init in (None, INIT_NONE):
+        return False
+    if config.init == INIT_AUTO:
+        return config.pretrain is None and bool(get_preset(config.preset).fine_tune)
+    return True
 
 
 def validate_train_config(config: TrainConfig) -> None:

@@ -23,6 +23,7 @@ from captcha_ocr.config import (
     ModelSpec,
     TrainConfig,
     load_run_config,
+    resolve_train_config,
     save_run_config,
     save_run_verdict,
     validate_train_config,
@@ -150,9 +151,12 @@ def train(
     on, and nothing else can change. A run whose ``--pretrain synth`` was interrupted resumes
     its pre-training, then fine-tunes. Ctrl-C during pre-training raises
     ``KeyboardInterrupt`` (there is no reader yet); during fine-tuning it returns the run as
-    it stands, its best checkpoint kept.
+    it stands, its best checkpoint kept. ``config`` is taken as it is; the default (None) and
+    :func:`~captcha_ocr.config.resolve_train_config` layer the preset's recipes as ``train``
+    on the command line does (a run from the base model fine-tunes with ``presets.FINE_TUNE``).
 
-    >>> result = train("data/captchas", "runs", TrainConfig(epochs=50))  # doctest: +SKIP
+    >>> config = resolve_train_config(cli_overrides={"epochs": 50})
+    >>> result = train("data/captchas", "runs", config)  # doctest: +SKIP
     >>> result.state.best_cer                                             # doctest: +SKIP
     0.004
     """
@@ -167,7 +171,7 @@ def train(
     else:
         if data is None:
             raise CaptchaOCRError("give a data folder or labels file to train on")
-        run = _planned_run(data, config or TrainConfig(), samples)
+        run = _planned_run(data, config or resolve_train_config(), samples)
         strategy = distribution_strategy(run.config.devices)  # before TensorFlow starts devices
         check_labels_fit(
             [*run.train_samples, *run.val_samples], time_steps(build_model(run.spec)), run.spec

@@ -10,8 +10,9 @@ import argparse
 import logging
 
 from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
-from captcha_ocr.config import INIT_AUTO, INIT_NONE, INT8_MAX_ACCURACY_DROP
+from captcha_ocr.config import INIT_AUTO, INIT_NONE, INT8_MAX_ACCURACY_DROP, TrainConfig
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.presets import FINE_TUNE
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, SUSPECTS_CSV
 
 DEFAULT_RUNS_DIR = "runs"
@@ -46,6 +47,7 @@ CONFIG_FLAGS = (
 
 _INT8_POINTS = f"{100 * INT8_MAX_ACCURACY_DROP:g} points"  # of validation accuracy
 
+DEFAULTS = TrainConfig()  # the defaults that help texts quote
 log = logging.getLogger("captcha_ocr")
 
 
@@ -62,15 +64,21 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--epochs",
         type=int,
         help="epoch budget (default: about 60 epochs and at least 1,800 optimizer steps from "
-        "random weights; about 30 epochs and at least 300 steps from a trained model, as the "
+        "random weights; about 20 epochs and at least 300 steps from a trained model, as the "
         "base model; at most 20,000 steps)",
     )
     p.add_argument(
         "--batch-size",
         type=int,
-        help="images per optimizer step, all devices together (default 32; reference: 64)",
+        help=f"images per optimizer step, all devices together (default {DEFAULTS.batch_size}, "
+        f"{FINE_TUNE['batch_size']} from a trained model such as the base model)",
     )
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help=f"peak learning rate (default {DEFAULTS.learning_rate:g}, "
+        f"{FINE_TUNE['learning_rate']:g} from a trained model)",
+    )
     p.add_argument("--seed", type=int, help="seed for the split, augmentation and weights")
     add_input_size_options(p)
     p.add_argument(
