@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         type=parse_size,
         default=ImageSize(200, 50),
         metavar="WxH",
-        help="input size of the fresh default model (a run started from the base model reads "
-        "the reference set at 256x64); the reference model is always 200x50",
+        help="input size of the fresh default model (default 200x50, the reference set's own "
+        "size, which a default run keeps); the reference model is always 200x50",
     )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--section", default="read-speed", help="RESULTS.md section name")

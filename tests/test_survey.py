@@ -358,7 +358,12 @@ def _rows_of_tiles(grid: Image.Image, rows: int, variants: int) -> list[list[np.
 def test_augment_preview_layout_originals_and_augmented_copies(
     mixed_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    grid = _preview(mixed_dir, tmp_path / "g.png", capsys, "--rows", "3", "--variants", "4")
+    always = tmp_path / "always.yaml"  # every copy augmented (a default run: half of them)
+    always.write_text("augment:\n  probability: 1.0\n")
+    grid = _preview(
+        mixed_dir, tmp_path / "g.png", capsys, "--rows", "3", "--variants", "4",
+        "--config", str(always),
+    )  # fmt: skip
     # 3 rows of 1 original + 4 variants, at the upscaled model input 160x64 (1:1).
     assert grid.size == (5 * (160 + MARGIN) + MARGIN, TITLE_H + 3 * (64 + CAPTION_H + MARGIN))
     seen = _as_model_sees(mixed_dir, 64, 160, 1)
@@ -367,7 +372,7 @@ def test_augment_preview_layout_originals_and_augmented_copies(
     assert None not in originals and len(set(originals)) == 3, originals  # 3 distinct samples
     augmented = [tile for row in rows for tile in row[1:]]
     changed = sum(not np.array_equal(t, row[0]) for row in rows for t in row[1:])
-    assert changed >= len(augmented) * 2 // 3, changed  # the default augments 90 % of copies
+    assert changed == len(augmented), changed
     for row in rows:
         for tile in row[1:]:
             assert tile.std() > 5  # an image, not an empty tile
