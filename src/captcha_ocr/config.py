@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from captcha_ocr.basemodel import BASE_DIR
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.presets import PRESETS, get_preset
@@ -234,13 +235,21 @@ def resolve_train_config(
 
 def starts_from_a_model(config: TrainConfig) -> bool:
     """Whether the run starts from a trained model's weights: ``init`` names a run or the base
-    model, or is ``auto`` for a preset with a fine-tuning recipe (the base model's network)
-    without ``pretrain`` (see ``warmstart.resolve_init``)."""
+    model, or is ``auto`` where :func:`auto_init_is_base`."""
     if config.init in (None, INIT_NONE):
         return False
-    if config.init == INIT_AUTO:
-        return config.pretrain is None and bool(get_preset(config.preset).fine_tune)
-    return True
+    return config.init != INIT_AUTO or auto_init_is_base(config)
+
+
+def auto_init_is_base(config: TrainConfig) -> bool:
+    """Whether ``init: auto`` means the base model: the package ships one, the preset is its
+    network (the one preset with a fine-tuning recipe) and the run does not pre-train on
+    synthetic captchas. ``warmstart.resolve_init`` makes ``auto`` concrete by this rule."""
+    return (
+        config.pretrain is None
+        and bool(get_preset(config.preset).fine_tune)
+        and (BASE_DIR / CONFIG_FILE).is_file()
+    )
 
 
 def validate_train_config(config: TrainConfig) -> None:

@@ -60,7 +60,8 @@ class Preset:
     min_size: ImageSize  # smallest input the network takes (every pooling stage non-empty)
     recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig values it changes
     # TrainConfig values a run that starts from a trained model (the base model, --init RUN)
-    # takes on top of the recipe; a config file or flag still wins.
+    # takes on top of the recipe; a config file or flag still wins. Only the base model's
+    # network has one, and "init: auto" starts from the base for that preset alone.
     fine_tune: dict[str, Any] = field(default_factory=dict)
     scale_up: ScaleUp | None = None  # small images read larger; None: at the data's own size
     width_stride: WidthStride | None = None  # networks whose time step follows the labels

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_ocr.basemodel import BASE_DIR, BASE_NAME, resolve_base
-from captcha_ocr.config import INIT_AUTO, INIT_NONE, ModelSpec, TrainConfig, load_run_config
+from captcha_ocr.basemodel import BASE_NAME, resolve_base
+from captcha_ocr.config import (
+    INIT_AUTO,
+    INIT_NONE,
+    ModelSpec,
+    TrainConfig,
+    auto_init_is_base,
+    load_run_config,
+)
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.runfolder import BEST_MODEL, CONFIG_FILE
 
@@ -25,16 +32,15 @@ log = logging.getLogger(__name__)
 
 def resolve_init(config: TrainConfig) -> TrainConfig:
     """``config`` with its ``init`` made concrete: a run folder, ``"base"`` or None (random
-    weights). ``"auto"`` is ``"base"`` where the package ships a base model of the run's
-    network and the run does not pre-train on synthetic captchas.
+    weights). ``"auto"`` is ``"base"`` where ``config.auto_init_is_base`` (the package ships a
+    base model of the run's network and the run does not pre-train on synthetic captchas).
 
     >>> resolve_init(TrainConfig(init="none")).init, resolve_init(TrainConfig(preset="tiny")).init
     (None, None)
     """
     init = None if config.init == INIT_NONE else config.init
     if init == INIT_AUTO:
-        base_fits = (BASE_DIR / CONFIG_FILE).is_file() and config.pretrain is None
-        init = BASE_NAME if base_fits and init_spec(BASE_NAME).preset == config.preset else None
+        init = BASE_NAME if auto_init_is_base(config) else None
     return dataclasses.replace(config, init=init)
 
 
