@@ -159,7 +159,11 @@ class _ScriptedMonitor:
 
     @staticmethod
     def make(
-        tmp_path: Path, scores: list[tuple[float, float]], steps_per_epoch: int, patience: int
+        tmp_path: Path,
+        scores: list[tuple[float, float]],
+        steps_per_epoch: int,
+        patience: int,
+        **settings: object,
     ):
         from captcha_ocr.config import ModelSpec
         from captcha_ocr.data import Sample
@@ -168,7 +172,8 @@ class _ScriptedMonitor:
         from captcha_ocr.runfolder import RunState
 
         spec = ModelSpec("tiny", "ab", height=16, width=32, channels=1, max_label_length=2)
-        config = _config(epochs=1000, patience=patience, ema=False)  # no steps to average
+        # ema off: no steps to average
+        config = _config(**{"epochs": 1000, "patience": patience, "ema": False, **settings})
         images = np.zeros((1, 16, 32, 1), np.uint8)
         labels = np.ones((1, 2), np.int32)
         samples = [Sample("x.png", "ab")]
@@ -212,6 +217,49 @@ def test_patience_is_at_least_400_steps_on_small_sets(tmp_path: Path) -> None:
     monitor, model = _ScriptedMonitor.make(tmp_path, scores, steps_per_epoch=5, patience=40)
     assert monitor.patience_epochs() == 80
     assert _epochs_until_stop(monitor, model, len(scores)) == 81
+
+
+def test_the_budget_shrinks_to_end_within_the_time_limit(tmp_path: Path) -> None:
+    """Epochs of 10 s against a limit of 105 s: after two epochs the budget of 1,000 epochs
+    becomes 10 (the learning-rate schedule with it), and the run ends there, its schedule done,
+    before the limit would cut it."""
+    import time
+
+    from captcha_ocr.epochs import cosine_learning_rate
+    from captcha_ocr.runfolder import RunState
+
+    scores = [(10.0 - k, 0.5) for k in range(20)]
+    monitor, model = _ScriptedMonitor.make(
+        tmp_path, scores, steps_per_epoch=5, patience=100, time_limit=105.0
+    )
+    for epoch in range(20):
+        monitor.started = time.perf_counter() - 10.0 * (epoch + 1)  # epoch k ends at 10k s
+        monitor.on_epoch_end(epoch, {"loss": 1.0})
+        assert monitor.state.epochs_fitted == (0 if epoch == 0 else 10)
+        if model.stop_training:
+            break
+    assert epoch + 1 == 10 and "fitted to the time limit of 105 s" in monitor.state.stop_reason
+    assert RunState.load(tmp_path).epochs_fitted == 10  # a resumed run keeps the fitted budget
+    peak, last_step = monitor.config.learning_rate, 10 * 5 - 1
+    assert cosine_learning_rate(monitor.config, last_step, 5, epochs=10) < 0.02 * peak
+    assert cosine_learning_rate(monitor.config, last_step, 5) > 0.9 * peak  # 1,000 epochs
+
+
+def test_the_automatic_budget_is_bounded_in_time_and_an_explicit_one_is_not(
+    synth_dir: Path,
+) -> None:
+    from captcha_ocr.config import TrainConfig
+    from captcha_ocr.epochs import auto_time_limit
+    from captcha_ocr.train import _planned_run
+
+    run = _planned_run(synth_dir, TrainConfig(init="none"), None)
+    assert run.config.time_limit == auto_time_limit(len(run.train_samples)) == 600.0
+    assert (
+        _planned_run(synth_dir, TrainConfig(init="none", epochs=3), None).config.time_limit
+        == "none"
+    )
+    mine = TrainConfig(init="none", time_limit=60.0)
+    assert _planned_run(synth_dir, mine, None).config.time_limit == 60.0
 
 
 def _interrupt_pretraining(monkeypatch: pytest.MonkeyPatch, hook: str) -> None:

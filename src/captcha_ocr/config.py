@@ -29,6 +29,8 @@ from captcha_ocr.version import __version__
 
 # The two words TrainConfig.init takes besides a run folder or "base" (see its comment).
 INIT_AUTO, INIT_NONE = "auto", "none"
+# The two words TrainConfig.time_limit takes besides a number of seconds.
+TIME_LIMIT_AUTO, TIME_LIMIT_NONE = "auto", "none"
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,11 @@ class TrainConfig:
     label_pattern: str | None = None  # regex with a named group "label", matched on the file stem
     ignore_case: bool = False  # fold labels to lower case
     strict: bool = False  # unreadable images are an error instead of a reported skip
-    time_limit: float | None = None  # stop training after this many seconds (benchmarks)
+    # Seconds of training at most: once two epochs are timed, the epoch budget (and with it
+    # the learning-rate schedule) is shortened to end in time, and training stops there at the
+    # latest. "auto": epochs.auto_time_limit with the automatic epoch budget, no limit with an
+    # explicit --epochs; "none" (or null): no limit.
+    time_limit: float | str | None = TIME_LIMIT_AUTO
     pretrain: str | None = None  # "synth": first train on generated look-alike captchas
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
@@ -252,6 +258,17 @@ def auto_init_is_base(config: TrainConfig) -> bool:
     )
 
 
+def time_limit_seconds(config: TrainConfig) -> float | None:
+    """The run's time limit in seconds, or None for none (``auto`` is made concrete when the
+    run is planned; unresolved, it limits nothing).
+
+    >>> time_limit_seconds(TrainConfig(time_limit=90)), time_limit_seconds(TrainConfig())
+    (90.0, None)
+    """
+    limit = config.time_limit
+    return float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None
+
+
 def validate_train_config(config: TrainConfig) -> None:
     """Reject values that cannot work, naming the key and what would."""
     checks = [
@@ -275,8 +292,9 @@ def validate_train_config(config: TrainConfig) -> None:
         (config.plateau_patience >= 1, "plateau_patience must be >= 1"),
         (0 < config.plateau_factor < 1, "plateau_factor must be between 0 and 1 (the cut)"),
         (
-            config.time_limit is None or config.time_limit > 0,
-            "time_limit must be > 0 seconds (leave it out for no limit)",
+            config.time_limit in (None, TIME_LIMIT_AUTO, TIME_LIMIT_NONE)
+            or (time_limit_seconds(config) or 0) > 0,
+            "time_limit must be > 0 seconds, 'auto' or 'none'",
         ),
         (config.pretrain in (None, "synth"), "pretrain must be 'synth' or empty"),
         (

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from captcha_ocr.config import TrainConfig
+from captcha_ocr.config import TrainConfig, time_limit_seconds
 from captcha_ocr.plateau import has_learned, is_stuck
 from captcha_ocr.runfolder import RunState
 
@@ -62,6 +62,15 @@ MEMORISING_SHARE = 0.5
 EMA_HORIZON_STEPS = 100
 EMA_HORIZON_SHARE = 0.1
 
+# The automatic epoch budget is bounded in wall time too (TrainConfig.time_limit "auto"):
+# AUTO_SECONDS_PER_IMAGE a training image, never under AUTO_TIME_LIMIT_S. On 2 cores the
+# default runs measured in bench/RESULTS.md took 0.10-0.17 s a training image from the base
+# model (316-341 s for rkn_securimage's 2,160), and up to 0.66 s from random weights on
+# 900 images (592 s): the bound leaves those alone and stops large images or a slow machine
+# from running for hours.
+AUTO_TIME_LIMIT_S = 600.0
+AUTO_SECONDS_PER_IMAGE = 0.2
+
 Row = Mapping[str, float]  # one epoch of history: epoch, loss, val_loss, val_cer, val_acc, ...
 
 
@@ -92,6 +101,37 @@ def auto_epochs(train_images: int, batch_size: int, fine_tune: bool = False) -> 
     return int(min(high, max(low, math.ceil(steps / per_epoch))))
 
 
+def auto_time_limit(train_images: int) -> float:
+    """The default time limit in seconds for ``train_images`` images (see
+    :data:`AUTO_TIME_LIMIT_S`).
+
+    >>> auto_time_limit(900), auto_time_limit(10_000)
+    (600.0, 2000.0)
+    """
+    return max(AUTO_TIME_LIMIT_S, AUTO_SECONDS_PER_IMAGE * train_images)
+
+
+def epoch_budget(state: RunState, config: TrainConfig) -> int:
+    """The run's epoch budget: ``config.epochs``, or less once fitted to its time limit."""
+    return state.epochs_fitted or config.epochs
+
+
+def epochs_in_time(history: Sequence[Row], config: TrainConfig) -> int | None:
+    """How many epochs end within the time limit at the pace of the epochs so far (the first,
+    which also builds the graph, not counted); None without a limit or before two epochs.
+
+    >>> rows = [{"elapsed_s": 30.0}, {"elapsed_s": 40.0}, {"elapsed_s": 50.0}]
+    >>> epochs_in_time(rows, TrainConfig(time_limit=100)), epochs_in_time(rows[:1], TrainConfig(time_limit=100))
+    (8, None)
+    """
+    limit = time_limit_seconds(config)
+    if limit is None or len(history) < 2:
+        return None
+    elapsed = history[-1]["elapsed_s"]
+    pace = (elapsed - history[0]["elapsed_s"]) / (len(history) - 1)
+    return len(history) + max(0, math.floor((limit - elapsed) / max(pace, 1e-9)))
+
+
 def ema_momentum(total_steps: int) -> float:
     """Momentum of the moving average of the weights for a run of ``total_steps`` steps: a
     horizon of :data:`EMA_HORIZON_STEPS` steps, at most :data:`EMA_HORIZON_SHARE` of the run.
@@ -103,9 +143,12 @@ def ema_momentum(total_steps: int) -> float:
     return 1.0 - 1.0 / horizon
 
 
-def cosine_learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up to ``learning_rate``, then cosine decay to 1 % of it at the budget's end."""
-    total = max(1, config.epochs * steps_per_epoch)
+def cosine_learning_rate(
+    config: TrainConfig, step: int, steps_per_epoch: int, epochs: int | None = None
+) -> float:
+    """Linear warm-up to ``learning_rate``, then cosine decay to 1 % of it at the end of the
+    budget, ``epochs`` (default ``config.epochs``)."""
+    total = max(1, (epochs or config.epochs) * steps_per_epoch)
     warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
     peak = config.learning_rate
     if step < warmup:
@@ -149,13 +192,19 @@ def early_stop(state: RunState, history: Sequence[Row], config: TrainConfig, ste
 
 
 def time_limit(state: RunState, history: Sequence[Row], config: TrainConfig, steps: int) -> str:
-    if config.time_limit is not None and state.elapsed_s >= config.time_limit:
-        return f"time limit of {config.time_limit:g} s reached"
+    limit = time_limit_seconds(config)
+    if limit is not None and state.elapsed_s >= limit:
+        return f"time limit of {limit:g} s reached"
     return ""
 
 
 def budget_done(state: RunState, history: Sequence[Row], config: TrainConfig, steps: int) -> str:
-    if state.epochs_done >= config.epochs:
+    if state.epochs_done >= epoch_budget(state, config):
+        if state.epochs_fitted:
+            return (
+                f"epoch budget of {state.epochs_fitted} done (fitted to the time limit of "
+                f"{time_limit_seconds(config):g} s)"
+            )
         return f"epoch budget of {config.epochs} done"
     return ""
 
@@ -232,6 +281,9 @@ def judge_epoch(
     if config.augment.after_plateau and state.augment_from < 0 and has_learned(history):
         state.augment_from = epoch  # 0-based: the next epoch is the first one augmented
     state.stuck = state.stuck or is_stuck_now(history, config)
+    in_time = epochs_in_time(history, config)
+    if in_time is not None and in_time < epoch_budget(state, config):
+        state.epochs_fitted = max(in_time, epoch)
     stop_reason = next(
         (
             reason

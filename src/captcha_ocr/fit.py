@@ -34,6 +34,7 @@ from captcha_ocr.epochs import (
     batches_per_epoch,
     cosine_learning_rate,
     ema_momentum,
+    epoch_budget,
     judge_epoch,
     patience_epochs,
 )
@@ -223,7 +224,7 @@ class EpochMonitor(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.started = time.perf_counter()
         self.bar = progress_bar(
-            total=self.config.epochs * self.steps_per_epoch,
+            total=epoch_budget(self.state, self.config) * self.steps_per_epoch,
             initial=self.state.epochs_done * self.steps_per_epoch,
             desc="training",
             unit="step",
@@ -235,7 +236,9 @@ class EpochMonitor(keras.callbacks.Callback):
         if self.config.schedule == "cosine":
             step = self.state.epochs_done * self.steps_per_epoch + batch
             self.model.optimizer.learning_rate.assign(
-                cosine_learning_rate(self.config, step, self.steps_per_epoch)
+                cosine_learning_rate(
+                    self.config, step, self.steps_per_epoch, epoch_budget(self.state, self.config)
+                )
             )
 
     def on_train_batch_end(self, batch, logs=None):
@@ -259,8 +262,11 @@ class EpochMonitor(keras.callbacks.Callback):
             row = {"epoch": epoch + 1, "loss": float(logs.get("loss", math.nan))}
             row.update(scores, lr=lr, elapsed_s=round(elapsed, 3))
             self.history.append(row)
+            budget = epoch_budget(self.state, self.config)
             verdict = judge_epoch(self.state, self.history, self.config, self.steps_per_epoch)
             self.state = verdict.state
+            if epoch_budget(self.state, self.config) < budget:
+                self.budget_fitted(budget, elapsed)
             if verdict.new_best:
                 save_model_atomic(self.model, self.run_dir / BEST_MODEL)
             if raw_weights is not None:
@@ -281,7 +287,7 @@ class EpochMonitor(keras.callbacks.Callback):
             log.info(
                 "epoch %d/%d  loss %.4f  val_loss %.4f  val_cer %.4f  val_wer %.4f  lr %.2e%s",
                 epoch + 1,
-                self.config.epochs,
+                epoch_budget(self.state, self.config),
                 row["loss"],
                 row["val_loss"],
                 row["val_cer"],
@@ -289,6 +295,22 @@ class EpochMonitor(keras.callbacks.Callback):
                 lr,
                 "  *best*" if verdict.new_best else "",
             )
+
+    def budget_fitted(self, budget: int, elapsed: float) -> None:
+        """Say so when the epoch budget shrinks to end within the time limit (the first time,
+        or by more than an epoch), and show it on the progress bar."""
+        fitted = epoch_budget(self.state, self.config)
+        if budget == self.config.epochs or budget - fitted > 1:
+            log.info(
+                "at %.1f s an epoch the budget of %d epochs would overrun the time limit of %g s: "
+                "fitted to %d epochs (the learning-rate schedule with it; --time-limit sets it)",
+                (elapsed - self.history[0]["elapsed_s"]) / max(1, len(self.history) - 1),
+                budget,
+                self.config.time_limit,
+                fitted,
+            )
+        if self.bar is not None:
+            self.bar.total = fitted * self.steps_per_epoch
 
     def patience_epochs(self) -> int:
         """Early-stopping patience in epochs (see :func:`captcha_ocr.epochs.patience_epochs`)."""

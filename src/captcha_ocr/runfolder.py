@@ -78,6 +78,7 @@ class RunState:
     elapsed_s: float = 0.0
     stop_reason: str = ""
     augment_from: int = -1  # first epoch (0-based) trained with augmentation; -1: not yet
+    epochs_fitted: int = 0  # the epoch budget fitted to the time limit; 0: config.epochs
     stuck: bool = False  # the run sat on the CTC blank plateau for a fair share of its budget
 
     @property

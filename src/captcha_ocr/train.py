@@ -20,12 +20,15 @@ from pathlib import Path
 
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import (
+    TIME_LIMIT_AUTO,
+    TIME_LIMIT_NONE,
     ModelSpec,
     TrainConfig,
     load_run_config,
     resolve_train_config,
     save_run_config,
     save_run_verdict,
+    time_limit_seconds,
     validate_train_config,
 )
 from captcha_ocr.data import (
@@ -39,7 +42,7 @@ from captcha_ocr.data import (
     write_samples_csv,
 )
 from captcha_ocr.devices import distribution_strategy
-from captcha_ocr.epochs import auto_epochs, batches_per_epoch
+from captcha_ocr.epochs import auto_epochs, auto_time_limit, batches_per_epoch, epoch_budget
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.fit import TrainResult, fit
 from captcha_ocr.model import build_model, time_steps
@@ -287,11 +290,17 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
             config,
             epochs=auto_epochs(len(train_samples), config.batch_size, config.init is not None),
         )
+        if config.time_limit == TIME_LIMIT_AUTO:
+            config = dataclasses.replace(config, time_limit=auto_time_limit(len(train_samples)))
+        limit = time_limit_seconds(config)
         log.info(
-            "epoch budget: %d (%d optimizer steps)",
+            "epoch budget: %d (%d optimizer steps)%s",
             config.epochs,
             config.epochs * batches_per_epoch(len(train_samples), config.batch_size),
+            f", fitted to end within {limit:g} s (--time-limit)" if limit else "",
         )
+    elif config.time_limit == TIME_LIMIT_AUTO:  # the user's own budget: no time bound
+        config = dataclasses.replace(config, time_limit=TIME_LIMIT_NONE)
     data_info = {"source": str(data), "count": len(samples)}
     return _Run(spec, config, train_samples, val_samples, data_info)
 
@@ -316,6 +325,8 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
     """
     spec, config, data_info = load_run_config(run_dir)
     changes = {k: v for k, v in (("epochs", epochs), ("devices", devices)) if v is not None}
+    if epochs is not None:  # the user's own budget: no time bound (as for a new run)
+        changes["time_limit"] = TIME_LIMIT_NONE
     if changes:
         config = dataclasses.replace(config, **changes)
         validate_train_config(config)
@@ -338,9 +349,12 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
         run.state = RunState.load(run_dir)
         run.history = read_history(run_dir / HISTORY_FILE)[: run.state.epochs_done]
         run.state.stop_reason = ""
-        if run.state.epochs_done >= config.epochs:
+        if epochs is not None:
+            run.state.epochs_fitted = 0
+        if run.state.epochs_done >= epoch_budget(run.state, config):
             raise CaptchaOCRError(
-                f"{run_dir} already ran its {config.epochs} epochs; nothing to resume"
+                f"{run_dir} already ran its {epoch_budget(run.state, config)} epochs; nothing "
+                "to resume (--epochs N raises the budget)"
             )
     if changes:  # only once sure to go on
         save_run_config(run_dir, spec, config, data_info)

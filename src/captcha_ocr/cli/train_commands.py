@@ -10,12 +10,33 @@ import argparse
 import logging
 
 from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
-from captcha_ocr.config import INIT_AUTO, INIT_NONE, INT8_MAX_ACCURACY_DROP, TrainConfig
+from captcha_ocr.config import (
+    INIT_AUTO,
+    INIT_NONE,
+    INT8_MAX_ACCURACY_DROP,
+    TIME_LIMIT_AUTO,
+    TIME_LIMIT_NONE,
+    TrainConfig,
+)
+from captcha_ocr.epochs import AUTO_SECONDS_PER_IMAGE, AUTO_TIME_LIMIT_S
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.presets import FINE_TUNE
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, SUSPECTS_CSV
 
 DEFAULT_RUNS_DIR = "runs"
+
+
+def _time_limit(text: str) -> float | str:
+    """``--time-limit``: seconds, ``auto`` or ``none`` (the config checks the number)."""
+    if text.strip().lower() in (TIME_LIMIT_AUTO, TIME_LIMIT_NONE):
+        return text.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds, {TIME_LIMIT_AUTO!r} or {TIME_LIMIT_NONE!r}"
+        ) from None
+
 
 # train's exit status when the run did not learn (its best model reads fewer validation
 # captchas than --min-accuracy): the run folder and its ONNX file are kept, marked not usable.
@@ -86,7 +107,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--patience", type=int, help="early stopping patience in epochs")
     p.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
-    p.add_argument("--time-limit", type=float, help="stop after this many seconds of training")
+    p.add_argument(
+        "--time-limit",
+        type=_time_limit,
+        metavar="SECONDS|auto|none",
+        help="seconds of training at most: once two epochs are timed the epoch budget and its "
+        "learning-rate schedule shrink to end in time (default auto: with the automatic "
+        f"budget {AUTO_SECONDS_PER_IMAGE:g} s a training image, at least "
+        f"{AUTO_TIME_LIMIT_S / 60:g} minutes; with --epochs none)",
+    )
     p.add_argument(
         "--pretrain",
         choices=("synth",),
