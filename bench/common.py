@@ -96,14 +96,17 @@ def update_section(name: str, markdown: str, results: Path = RESULTS) -> None:
 
 
 def git_revision() -> str:
-    try:
+    """The commit the benchmark ran at, with ``+changes`` when the package's or the bench's
+    tracked files differ from it (the figures are then not that commit's)."""
+
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=BENCH_DIR,
-            check=True,
+            ["git", *args], capture_output=True, text=True, cwd=BENCH_DIR, check=True
         ).stdout.strip()
+
+    try:
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "../src", ".")
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

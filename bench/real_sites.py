@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         sys.exit(f"missing data set(s) under {DATASETS}: {missing} (see its README.md)")
 
-    rows = []
+    rows, commit = [], git_revision()
     with contextlib.ExitStack() as stack:
         tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="captcha-bench-"))
         for name in args.sets:
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     work = Path(tmp) / (variant or "runs")
                     row = {
                         "variant": variant,
+                        "commit": commit,
                         **run_one(sites[name], seed, flags, args.max_train, work),
                     }
                     rows.append(row)
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs (best)", "exit", "most confused (last seed)",
     ]  # fmt: skip
     markdown = (
-        f"`{command_line()}` at {git_revision()}\n\n"
+        f"`{command_line()}` at {commit}\n\n"
         f"Machine: {machine()}\n\n"
         f"Seeds {args.seeds}; train flags: "
         + "; ".join(
