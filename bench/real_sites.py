@@ -124,8 +124,15 @@ def run_one(site: Site, seed: int, flags: list[str], max_train: int, work: Path)
     if not onnx.is_file():
         row.update(accuracy=float("nan"), cer=float("nan"), error=done.stderr.strip()[-300:])
         return row
-    report = evaluate(Reader.load(onnx, threads=2), read_labels_file(folder / "test.csv"))
+    reader = Reader.load(onnx, threads=2)
+    report = evaluate(reader, read_labels_file(folder / "test.csv"))
     row.update(accuracy=report.accuracy, cer=report.cer)
+    threshold = reader.recommended_min_confidence  # chosen on the run's validation images
+    if threshold is not None:  # how it holds on the held-out part: precision of what it keeps
+        kept = [r for r in report.results if r.confidence >= threshold]
+        right = sum(r.prediction == r.label for r in kept)
+        row.update(threshold=threshold, accepts=len(kept) / max(1, len(report.results)))
+        row["kept_precision"] = right / len(kept) if kept else float("nan")
     confused = report.confusions().most_common(3)
     row["confused"] = ", ".join(f"{a}->{b} {n}x" for (a, b), n in confused) or "-"
     return row
@@ -205,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
             " / ".join(f"{r['seconds']:.0f}" for r in mine),
             " / ".join(f"{r.get('epochs', '-')}({r.get('best_epoch', '-')})" for r in mine),
             " / ".join(str(r["status"]) for r in mine),
+            " / ".join(
+                f"{r['kept_precision']:.1%} of {r['accepts']:.0%}" if "accepts" in r else "-"
+                for r in mine
+            ),
             mine[-1].get("confused", "-"),
         ])  # fmt: skip
     headers = [
         "set", *(["variant"] if args.variant else []), "train", "test", "mean acc", "worst", "per seed", "train s",
-        "epochs (best)", "exit", "most confused (last seed)",
+        "epochs (best)", "exit", "at the stored threshold: right of kept", "most confused (last seed)",
     ]  # fmt: skip
     markdown = (
         f"`{command_line()}` at {commit}\n\n"

@@ -319,6 +319,9 @@ def test_real_sites_smoke(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
     assert f"| fake | two | 60 | {len(held)} |" in table
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["variant"], r["epochs"]) for r in rows] == [("one", 1), ("two", 2)]
+    # Each row names its commit, and how the stored reject threshold holds on the held-out part.
+    assert all(r["commit"] and 0 <= r["accepts"] <= 1 for r in rows)
+    assert "at the stored threshold" in table
 
 
 def test_read_speed_smoke(tmp_path: Path) -> None:
