@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from captcha_ocr.config import resolve_train_config
+from captcha_ocr.data import read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,23 @@ def test_ctc_loss_ignores_padding_and_reads_true_lengths() -> None:
         CTCLoss().call(np.array([[1, 2, 1, 0, 0], [3, 3, 4, 0, 0]]), log_probs)
     )
     assert other[0] != pytest.approx(a[0])  # the loss does read the label
+
+
+def test_the_validation_loss_in_numpy_is_the_training_loss() -> None:
+    """decode.ctc_loss (the validation loss, NumPy) against fit.CTCLoss (training's): repeated
+    characters, padding, a one-character and an empty label."""
+    import keras
+
+    from captcha_ocr.decode import ctc_loss
+    from captcha_ocr.fit import CTCLoss
+
+    rng = np.random.default_rng(1)
+    log_probs = np.log(rng.dirichlet(np.ones(6), size=(6, 14))).astype(np.float32)
+    labels = np.array(
+        [[1, 2, 3, 0], [1, 1, 2, 0], [2, 2, 2, 2], [5, 0, 0, 0], [3, 4, 3, 4], [0, 0, 0, 0]]
+    )
+    expected = keras.ops.convert_to_numpy(CTCLoss().call(labels, log_probs))
+    np.testing.assert_allclose(ctc_loss(log_probs, labels), expected, rtol=1e-4)
 
 
 def test_labels_too_long_fail_before_training(synth_dir: Path, tmp_path: Path) -> None:
@@ -108,6 +126,32 @@ def test_interrupt_keeps_best_and_resume_continues(
     resumed = train_module.train(None, tmp_path, resume=result.run_dir, progress=False)
     assert _epochs(resumed.run_dir) == [1, 2, 3, 4, 5]
     assert resumed.state.epochs_done == 5 and "budget" in resumed.state.stop_reason
+
+
+def test_ctrl_c_mid_epoch_keeps_the_last_complete_epoch_though_not_yet_written(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are written at most every CHECKPOINT_INTERVAL_S; a Ctrl-C in the third epoch
+    writes the second from memory: its weights and optimizer state, not the moved-on ones."""
+    from captcha_ocr import fit
+    from captcha_ocr.model import load_keras_model
+    from captcha_ocr.train import train
+
+    monkeypatch.setattr(fit, "CHECKPOINT_INTERVAL_S", 1e9)  # only the first epoch is written
+    original = fit.EpochMonitor.on_train_batch_end
+
+    def interrupt_in_third_epoch(self, batch, logs=None):
+        original(self, batch, logs)
+        if len(self.history) == 2 and batch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit.EpochMonitor, "on_train_batch_end", interrupt_in_third_epoch)
+    result = train(synth_dir, tmp_path, _config(epochs=5), progress=False)
+    assert result.state.interrupted and result.state.epochs_done == 2
+    assert _epochs(result.run_dir) == [1, 2]
+    steps = len(read_labels_file(result.run_dir / "train.csv")) // result.config.batch_size
+    last = load_keras_model(result.run_dir / "last.keras", compile=True)
+    assert int(last.optimizer.iterations.numpy()) == 2 * steps  # not 2 * steps + 2
 
 
 def test_resume_refuses_a_run_with_missing_files(synth_dir: Path, tmp_path: Path) -> None:

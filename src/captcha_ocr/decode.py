@@ -153,6 +153,41 @@ def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[lis
     return list(best_prefix), float(np.exp(np.logaddexp(p_blank, p_last)))
 
 
+def ctc_loss(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """CTC's negative log-likelihood ``(B,)`` of each label of ``labels`` ``(B, L)`` (padded
+    with the blank) under ``log_probs`` ``(B, T, C)``: the forward algorithm over the labels
+    with a blank before, between and after their characters. The same loss as training's
+    (``fit.CTCLoss``), in NumPy, for the validation loss.
+
+    >>> lp = np.log(np.full((1, 2, 2), 0.5))  # two steps, blank or "a" at even odds
+    >>> round(float(np.exp(-ctc_loss(lp, np.array([[1]]))[0])), 4)  # "a": a-, -a, aa
+    0.75
+    """
+    log_probs = np.asarray(log_probs, np.float64)
+    labels = np.asarray(labels, np.int64)
+    batch, steps, _ = log_probs.shape
+    lengths = (labels != BLANK).sum(axis=1)
+    states = 2 * labels.shape[1] + 1
+    extended = np.full((batch, states), BLANK, np.int64)
+    extended[:, 1::2] = labels
+    # A character's state may also be reached from two states back (skipping the blank
+    # between them) unless the character two back is the same one.
+    skip = np.zeros((batch, states), bool)
+    skip[:, 3::2] = labels[:, 1:] != labels[:, :-1]
+    emit = np.take_along_axis(log_probs, np.repeat(extended[:, None, :], steps, axis=1), axis=2)
+    alpha = np.full((batch, states), -np.inf)
+    alpha[:, :2] = emit[:, 0, :2]
+    nothing = np.full((batch, 2), -np.inf)
+    for step in range(1, steps):
+        one_back = np.concatenate([nothing[:, :1], alpha[:, :-1]], axis=1)
+        two_back = np.where(skip, np.concatenate([nothing, alpha[:, :-2]], axis=1), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, one_back), two_back) + emit[:, step]
+    rows = np.arange(batch)
+    ends_in_blank = alpha[rows, 2 * lengths]
+    ends_in_char = np.where(lengths > 0, alpha[rows, np.maximum(2 * lengths - 1, 0)], -np.inf)
+    return -np.logaddexp(ends_in_blank, ends_in_char)
+
+
 def _add(
     beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], blank: float, last: float
 ) -> None:
