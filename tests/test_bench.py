@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -334,3 +335,17 @@ def test_read_speed_smoke(tmp_path: Path) -> None:
     text = results.read_text()
     assert "<!-- speed-96 -->" in text and "default model 96x32" in text
     assert "| default | 1 |" in text and "| reference | 2 |" in text
+
+
+def test_small_set_speed_smoke(tmp_path: Path) -> None:
+    """This tree against a commit (here HEAD, in a temporary worktree, removed after)."""
+    import small_set_speed
+
+    results = tmp_path / "RESULTS.md"
+    argv = ["--against", "HEAD", "--images", "20", "--epochs", "1", "--rounds", "1",
+            "--results", str(results)]  # fmt: skip
+    assert small_set_speed.main(argv) == 0
+    text = results.read_text()
+    assert "<!-- small-set-speed -->" in text and "| HEAD |" in text and "| 1.00 |" in text
+    worktrees = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True)
+    assert "small-set-speed-" not in worktrees.stdout
