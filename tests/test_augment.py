@@ -192,22 +192,3 @@ def test_background_colour_is_the_shared_border_estimate():
     image[:, 0] = (0, 0, 1)
     assert border_colour(image).tolist() == [125.0, 120.0, 115.5]
     assert background_colour(image) == (125, 120, 115)  # whole levels, for Pillow's fill
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_crossing_lines_cross_the_image_in_a_shade_between_ink_and_paper(channels):
-    lines_only = dataclasses.replace(ZERO, probability=1.0, lines=1.0)
-    image = captcha_like(channels)
-    out = augment_image(image, lines_only, np.random.default_rng(3))
-    changed = (out != image).any(axis=2)
-    assert out.shape == image.shape and out.dtype == np.uint8
-    assert changed[:, :5].any() and changed[:, -5:].any()  # from the left edge to the right
-    assert out.min() >= image.min() and out.max() <= image.max()  # no new extremes
-    np.testing.assert_array_equal(  # seeded
-        augment_image(image, lines_only, np.random.default_rng(3)), out
-    )
-    # Light text on dark paper gets light lines.
-    dark = 255 - image
-    dark_out = augment_image(dark, lines_only, np.random.default_rng(3))
-    drawn = (dark_out != dark).any(axis=2)
-    assert dark_out[drawn].mean() > 128

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from captcha_ocr.config import AugmentConfig
 from captcha_ocr.images import border_colour
@@ -70,48 +70,6 @@ def _morph(image: np.ndarray, erode: bool) -> np.ndarray:
     return out[..., None] if out.ndim == 2 else out
 
 
-def _crossing_lines(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """1-3 wavy lines from the left edge to the right, 2-6 % of the height thick, in a shade
-    between the ink (the darkest percentile, or the lightest on dark paper) and the paper:
-    the crossing lines captchas put over their text, so the model learns to read under them."""
-    height, width, channels = image.shape
-    paper = border_colour(image)
-    flat = image.reshape(-1, channels).astype(np.float32)
-    brightness = flat.mean(axis=1)
-    dark_paper = paper.mean() < 128
-    ink = flat[
-        brightness >= np.percentile(brightness, 98)
-        if dark_paper
-        else brightness <= np.percentile(brightness, 2)
-    ].mean(axis=0)
-    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-    draw = ImageDraw.Draw(pil)
-    xs = np.linspace(0, width - 1, 24)
-    for _ in range(int(rng.integers(1, 4))):
-        shade = rng.uniform(0.3, 1.0)
-        colour = tuple(round(float(v)) for v in paper + shade * (ink - paper))
-        y0, y1 = rng.uniform(0.15, 0.85, 2) * height
-        amplitude, waves, phase = (
-            rng.uniform(0, 0.15) * height,
-            rng.uniform(0.5, 2),
-            rng.uniform(0, 2 * math.pi),
-        )
-        ys = (
-            y0
-            + (y1 - y0) * xs / width
-            + amplitude * np.sin(2 * math.pi * waves * xs / width + phase)
-        )
-        thickness = max(1, round(float(rng.uniform(0.02, 0.06)) * height))
-        draw.line(
-            list(zip(xs.tolist(), ys.tolist())),
-            fill=colour[0] if channels == 1 else colour,
-            width=thickness,
-            joint="curve",
-        )
-    out = np.asarray(pil, dtype=np.uint8)
-    return out[..., None] if out.ndim == 2 else out
-
-
 def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """One randomly augmented copy of ``image`` (H, W, C) uint8.
 
@@ -132,8 +90,6 @@ def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Gener
     )
     if angle or shear or shift[0] or shift[1]:
         out = _affine(out, angle, shear, shift)
-    if config.lines and rng.random() < config.lines:
-        out = _crossing_lines(out, rng)
     if config.erode_dilate and rng.random() < config.erode_dilate:
         out = _morph(out, erode=bool(rng.random() < 0.5))
     if config.brightness or config.contrast or config.noise:

@@ -45,7 +45,6 @@ class AugmentConfig:
     translate: float = 0.03  # max shift as a fraction of width and height
     erode_dilate: float = 0.3  # chance of a 3x3 min (thicker ink) or max filter, half strength
     noise: float = 0.02  # std of Gaussian pixel noise, as a fraction of 255
-    lines: float = 0.0  # chance of 1-3 wavy lines drawn across, in a shade between ink and paper
     # True: start augmenting only once the model reads some validation captchas. On
     # rkn_securimage (thick crossing lines) a run with augmentation from the start stayed on
     # the CTC blank plateau, and one without left it after 12 epochs (bench/RESULTS.md, "hard
