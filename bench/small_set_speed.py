@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
+    from captcha_ocr.config import resolve_train_config
     from captcha_ocr.synth import synthesize
+
+    config = resolve_train_config()  # the defaults both commits' runs start from (this tree's)
 
     with tempfile.TemporaryDirectory(prefix="small-set-speed-") as tmp:
         work = Path(tmp)
@@ -93,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "## Training time of a small set (small-set-speed)",
         "",
         f"`{command_line()}`; {machine()}.",
-        f"{args.images} synthetic 200x50 captchas (90 % training: "
-        f"{int(args.images * 0.9) // 16} steps of 16 an epoch), {args.epochs} epochs from the "
-        "base model, each commit's package in turn, in one run.",
+        f"{args.images} synthetic 200x50 captchas ({config.val_fraction:.0%} of them for "
+        f"validation, batches of {config.batch_size}), {args.epochs} epochs from the base "
+        "model, each commit's package in turn, in one run.",
         "",
         table(["commit", "seconds per run", "mean s", "ratio", "best val CER"], rows),
     ])  # fmt: skip

@@ -116,6 +116,18 @@ def epoch_budget(state: RunState, config: TrainConfig) -> int:
     return state.epochs_fitted or config.epochs
 
 
+def seconds_per_epoch(history: Sequence[Row]) -> float | None:
+    """The mean length of the epochs after the first (which also builds the graph); None
+    before two epochs.
+
+    >>> seconds_per_epoch([{"elapsed_s": 30.0}, {"elapsed_s": 40.0}, {"elapsed_s": 52.0}])
+    11.0
+    """
+    if len(history) < 2:
+        return None
+    return (history[-1]["elapsed_s"] - history[0]["elapsed_s"]) / (len(history) - 1)
+
+
 def epochs_in_time(history: Sequence[Row], config: TrainConfig) -> int | None:
     """How many epochs end within the time limit at the pace of the epochs so far (the first,
     which also builds the graph, not counted); None without a limit or before two epochs.
@@ -124,12 +136,11 @@ def epochs_in_time(history: Sequence[Row], config: TrainConfig) -> int | None:
     >>> epochs_in_time(rows, TrainConfig(time_limit=100)), epochs_in_time(rows[:1], TrainConfig(time_limit=100))
     (8, None)
     """
-    limit = time_limit_seconds(config)
-    if limit is None or len(history) < 2:
+    limit, pace = time_limit_seconds(config), seconds_per_epoch(history)
+    if limit is None or pace is None:
         return None
-    elapsed = history[-1]["elapsed_s"]
-    pace = (elapsed - history[0]["elapsed_s"]) / (len(history) - 1)
-    return len(history) + max(0, math.floor((limit - elapsed) / max(pace, 1e-9)))
+    left = limit - history[-1]["elapsed_s"]
+    return len(history) + max(0, math.floor(left / max(pace, 1e-9)))
 
 
 def ema_momentum(total_steps: int) -> float:

@@ -37,6 +37,7 @@ from captcha_ocr.epochs import (
     epoch_budget,
     judge_epoch,
     patience_epochs,
+    seconds_per_epoch,
 )
 from captcha_ocr.keras_quiet import keras
 from captcha_ocr.metrics import error_rates
@@ -286,10 +287,10 @@ class EpochMonitor(keras.callbacks.Callback):
             verdict = judge_epoch(self.state, self.history, self.config, self.steps_per_epoch)
             self.state = verdict.state
             if epoch_budget(self.state, self.config) < budget:
-                self.budget_fitted(budget, elapsed)
+                self.budget_fitted(budget)
             best_weights = self.snapshot.best_weights if self.snapshot else None
-            if verdict.new_best:
-                best_weights = self.model.get_weights()
+            if verdict.new_best:  # the average when config.ema, else the raw weights
+                best_weights = self.model.get_weights() if self.config.ema else raw_weights
             if self.config.ema:
                 self.model.set_weights(raw_weights)
             if verdict.learning_rate is not None:
@@ -337,7 +338,6 @@ class EpochMonitor(keras.callbacks.Callback):
                 self.model.set_weights(snapshot.best_weights)
                 save_model_atomic(self.model, self.run_dir / BEST_MODEL)
                 self.model.set_weights(snapshot.weights)
-                snapshot.best_weights = None
             save_model_atomic(self.model, self.run_dir / LAST_MODEL)
             write_history(self.run_dir / HISTORY_FILE, self.history[: snapshot.state.epochs_done])
             snapshot.state.save(self.run_dir)
@@ -345,7 +345,7 @@ class EpochMonitor(keras.callbacks.Callback):
             self.snapshot = None
         return snapshot.state
 
-    def budget_fitted(self, budget: int, elapsed: float) -> None:
+    def budget_fitted(self, budget: int) -> None:
         """Say so when the epoch budget shrinks to end within the time limit (the first time,
         or by more than an epoch), and show it on the progress bar."""
         fitted = epoch_budget(self.state, self.config)
@@ -353,7 +353,7 @@ class EpochMonitor(keras.callbacks.Callback):
             log.info(
                 "at %.1f s an epoch the budget of %d epochs would overrun the time limit of %g s: "
                 "fitted to %d epochs (the learning-rate schedule with it; --time-limit sets it)",
-                (elapsed - self.history[0]["elapsed_s"]) / max(1, len(self.history) - 1),
+                seconds_per_epoch(self.history),
                 budget,
                 self.config.time_limit,
                 fitted,
