@@ -2,11 +2,13 @@
 
 It learns on synthetic captchas only, of a wide range of styles, so that it starts any
 training ahead and reads some styles zero-shot; no real captcha, so no test part of any
-data set, is ever seen. Two drawings, half each:
+data set, is ever seen. Three drawings (40 / 35 / 25 %, ``DRAWING_SHARES``):
 
 * the ``captcha`` package's warped glyphs, noise curve and dots (as ``captcha-ocr synth``);
 * plain text in a random font, each glyph turned and shifted, under 0-12 crossing lines
   (1-5 px) and dots, on flat, noisy or gradient backgrounds;
+* grey bold text, letters touching, under 3-11 wavy lines (most 2-4 px, in or near the
+  text's own grey) and small crosses: the look of PHP Securimage, a common hard style;
 
 then any of: blur, JPEG artefacts, a 1-bit threshold, light text on dark. Sizes run from
 70x25 to 240x80, labels from 3 to 8 characters of digits and ASCII letters of both cases.
@@ -140,6 +142,65 @@ def draw_lines_style(label: str, size, fonts, rng) -> Image.Image:
     return image
 
 
+def wavy_line(width: int, height: int, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """A line across much of the image, mostly through its middle, that bends as it goes."""
+    x0 = rng.uniform(-0.2, 0.5) * width
+    x1 = x0 + rng.uniform(0.4, 1.0) * width
+    y = rng.uniform(0.15, 0.85) * height
+    slope = rng.uniform(-1.0, 1.0) * height / width
+    points, steps = [], int(rng.integers(8, 20))
+    for x in np.linspace(x0, x1, steps):
+        points.append((float(x), float(y)))
+        slope += rng.normal(0, 0.08) * height / width
+        y += slope * (x1 - x0) / steps + rng.normal(0, 0.015 * height)
+    return points
+
+
+def draw_securimage_style(label: str, size, fonts, rng) -> Image.Image:
+    """Grey text in a bold face, letters touching, under many wavy lines (some thick, in or
+    near the text's own grey) and a sprinkle of small marks: PHP Securimage's look."""
+    width, height = size
+    bg = int(rng.integers(225, 256))
+    image = Image.new("L", (width, height), bg)
+    bold = [f for f in fonts if "Bold" in f] or fonts
+    font_size = int(height * rng.uniform(0.5, 0.75))
+    font = ImageFont.truetype(bold[int(rng.integers(len(bold)))], font_size)
+    text_grey = int(rng.integers(90, 175))
+    advance = min(width / (len(label) + 0.5), font_size * rng.uniform(0.5, 0.75))
+    x = rng.uniform(0.05, 0.95) * max(1.0, width - advance * (len(label) + 0.5))
+    baseline = (height - font_size) / 2 + rng.uniform(-0.15, 0.15) * height
+    for char in label:
+        glyph = Image.new("L", (font_size * 2, font_size * 2), 0)
+        ImageDraw.Draw(glyph).text((font_size // 2, font_size // 3), char, font=font, fill=255)
+        glyph = glyph.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
+        box = glyph.getbbox()
+        if box is None:
+            continue
+        glyph = glyph.crop(box)
+        y = int(baseline + (font_size - glyph.height) * 0.6 + rng.uniform(-0.05, 0.05) * height)
+        image.paste(Image.new("L", glyph.size, text_grey), (int(x), y), glyph)
+        x += advance * rng.uniform(0.85, 1.1)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(3, 12))):
+        thick = rng.random() < 0.7
+        grey = int(np.clip(text_grey + rng.integers(-40, 20 if thick else 80), 0, 230))
+        line_width = int(rng.integers(2, 5)) if thick else 1
+        draw.line(wavy_line(width, height, rng), fill=grey, width=line_width, joint="curve")
+    for _ in range(int(rng.choice([0, 100, 300, 600]))):
+        px, py = int(rng.integers(0, width)), int(rng.integers(0, height))
+        grey = int(rng.integers(100, 200))
+        if rng.random() < 0.5:  # a small cross
+            draw.line((px - 1, py, px + 1, py), fill=grey)
+            draw.line((px, py - 1, px, py + 1), fill=grey)
+        else:
+            draw.point((px, py), fill=grey)
+    return image.convert("RGB")
+
+
+DRAWINGS = (draw_package_style, draw_lines_style, draw_securimage_style)
+DRAWING_SHARES = (0.4, 0.35, 0.25)
+
+
 def post_process(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     if rng.random() < 0.2:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
@@ -157,7 +218,7 @@ def draw_one(args: tuple[int, int, str]) -> tuple[str, str]:
     fonts = font_files()
     label = random_label(rng)
     size = random_size(rng, len(label))
-    draw = draw_package_style if rng.random() < 0.5 else draw_lines_style
+    draw = rng.choice(DRAWINGS, p=DRAWING_SHARES)
     image = post_process(draw(label, size, fonts, rng), rng)
     jpeg = image.mode != "1" and rng.random() < 0.3
     path = Path(folder) / f"{index:06d}.{'jpg' if jpeg else 'png'}"
