@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from captcha_ocr.synth import seeded_captcha
+
 BASE_CHARSET = string.digits + string.ascii_lowercase + string.ascii_uppercase
 INPUT_SIZE = (192, 64)  # width, height: 3:1, the middle of the sizes drawn
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "captcha_ocr" / "base_model"
@@ -92,7 +94,10 @@ def draw_package_style(label: str, size, fonts, rng) -> Image.Image:
     sizes = tuple(max(10, int(height * f)) for f in (0.7, 0.8, 0.9))
     generator = ImageCaptcha(width=width, height=height, fonts=chosen, font_sizes=sizes)
     background, ink = random_colours(rng)
-    coverage = generator.generate_image(label, bg_color=(0, 0, 0), fg_color=(255, 255, 255, 255))
+    with seeded_captcha(int(rng.integers(2**63))):
+        coverage = generator.generate_image(
+            label, bg_color=(0, 0, 0), fg_color=(255, 255, 255, 255)
+        )
     alpha = np.asarray(coverage.convert("L"), np.float32)[..., None] / 255.0
     pixels = np.array(background) * (1 - alpha) + np.array(ink) * alpha
     return Image.fromarray(pixels.round().astype(np.uint8), "RGB")

@@ -115,7 +115,7 @@ def test_sigkill_during_export_leaves_the_previous_model_intact(
 
 
 def _deliver_sigint_inside_deferred_block(events: list[str]) -> list[str]:
-    from captcha_ocr.fit import interrupts_deferred
+    from captcha_ocr.monitor import interrupts_deferred
 
     with interrupts_deferred():
         os.kill(os.getpid(), signal.SIGINT)

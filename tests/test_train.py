@@ -104,8 +104,8 @@ def test_interrupt_keeps_best_and_resume_continues(
 ) -> None:
     from captcha_ocr import train as train_module
     from captcha_ocr.export import export_run
-    from captcha_ocr.fit import EpochMonitor
     from captcha_ocr.infer import Reader
+    from captcha_ocr.monitor import EpochMonitor
 
     original = EpochMonitor.on_epoch_end
 
@@ -133,19 +133,19 @@ def test_ctrl_c_mid_epoch_keeps_the_last_complete_epoch_though_not_yet_written(
 ) -> None:
     """Files are written at most every CHECKPOINT_INTERVAL_S; a Ctrl-C in the third epoch
     writes the second from memory: its weights and optimizer state, not the moved-on ones."""
-    from captcha_ocr import fit
+    from captcha_ocr import monitor
     from captcha_ocr.model import load_keras_model
     from captcha_ocr.train import train
 
-    monkeypatch.setattr(fit, "CHECKPOINT_INTERVAL_S", 1e9)  # only the first epoch is written
-    original = fit.EpochMonitor.on_train_batch_end
+    monkeypatch.setattr(monitor, "CHECKPOINT_INTERVAL_S", 1e9)  # only the first epoch is written
+    original = monitor.EpochMonitor.on_train_batch_end
 
     def interrupt_in_third_epoch(self, batch, logs=None):
         original(self, batch, logs)
         if len(self.history) == 2 and batch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit.EpochMonitor, "on_train_batch_end", interrupt_in_third_epoch)
+    monkeypatch.setattr(monitor.EpochMonitor, "on_train_batch_end", interrupt_in_third_epoch)
     result = train(synth_dir, tmp_path, _config(epochs=5), progress=False)
     assert result.state.interrupted and result.state.epochs_done == 2
     assert _epochs(result.run_dir) == [1, 2]
@@ -211,8 +211,10 @@ class _ScriptedMonitor:
     ):
         from captcha_ocr.config import ModelSpec
         from captcha_ocr.data import Sample
-        from captcha_ocr.fit import CTCLoss, EpochMonitor, PreparedData, make_optimizer
+        from captcha_ocr.feed import PreparedData
+        from captcha_ocr.fit import CTCLoss, make_optimizer
         from captcha_ocr.model import build_model
+        from captcha_ocr.monitor import EpochMonitor
         from captcha_ocr.runfolder import RunState
 
         spec = ModelSpec("tiny", "ab", height=16, width=32, channels=1, max_label_length=2)
@@ -309,7 +311,7 @@ def test_the_automatic_budget_is_bounded_in_time_and_an_explicit_one_is_not(
 def _interrupt_pretraining(monkeypatch: pytest.MonkeyPatch, hook: str) -> None:
     """Ctrl-C inside the pre-training, right after ``EpochMonitor.<hook>`` ran: after its
     first epoch's files are saved (on_epoch_end), or in its first batch (on_train_batch_end)."""
-    from captcha_ocr.fit import EpochMonitor
+    from captcha_ocr.monitor import EpochMonitor
 
     original = getattr(EpochMonitor, hook)
 

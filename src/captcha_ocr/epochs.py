@@ -3,7 +3,7 @@
 :func:`judge_epoch` takes the run's counters and its history (one row per epoch, this one
 last) and says what to do: is this a new record (patience starts over), does the best
 checkpoint move here, is the learning rate cut, does training stop and why. The training
-loop (``fit.EpochMonitor``) only carries the verdict out. A new reason to stop is one more
+loop (``monitor.EpochMonitor``) only carries the verdict out. A new reason to stop is one more
 function in :data:`STOP_RULES`.
 """
 

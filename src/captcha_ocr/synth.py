@@ -79,7 +79,8 @@ class _SeededSecrets:
 
 
 @contextlib.contextmanager
-def _seeded_captcha(seed: int) -> Iterator[None]:
+def seeded_captcha(seed: int) -> Iterator[None]:
+    """Inside the block the ``captcha`` package draws from ``seed``, not the OS."""
     try:
         import captcha.image as captcha_image
     except ImportError:
@@ -171,7 +172,7 @@ def synthesize(
     rng = random.Random(seed)
     seen: collections.Counter[str] = collections.Counter()
     samples = []
-    with _seeded_captcha(seed):
+    with seeded_captcha(seed):
         from captcha.image import ImageCaptcha
 
         # Font sizes follow the image height (the package's defaults suit 60 px).
