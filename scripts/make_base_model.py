@@ -17,10 +17,14 @@ Fonts: the DejaVu and STIX families that matplotlib ships, and the package's Dro
     python scripts/make_base_model.py --images 40000 --epochs 10      # ~1.5 hours on 2 cores
     python scripts/make_base_model.py --images 300 --epochs 1 --out /tmp/base --no-install
 
-The shipped model: ``--data D --epochs 5 --no-install`` (55 min), then ``--data D --init
-RUN --epochs 5`` (a second cosine schedule from the first run's weights, 32 min; resumed
-once with ``captcha-ocr train --resume``), installed with ``--install RUN``: synthetic
-validation CER 0.231, 41.4 % exact (0.268 and 35.8 % after the first 5 epochs).
+The shipped model was made before the third drawing was added (at commit 2992885: the first
+two drawings, half each): ``--data D --epochs 5 --no-install`` (55 min), then ``--data D
+--init RUN --epochs 5`` (a second cosine schedule from the first run's weights, 32 min;
+resumed once with ``captcha-ocr train --resume``), installed with ``--install RUN``:
+synthetic validation CER 0.231, 41.4 % exact (0.268 and 35.8 % after the first 5 epochs).
+Five more epochs from it with all three drawings (``--data D2 --init base --epochs 5
+--no-install``, 21 min) make a candidate that reads more zero-shot but fine-tunes no better
+(``bench/RESULTS.md``, "base-securimage"); it is not shipped.
 
 The result (the run folder's ``configs.yaml``, ``model.keras`` and ``model.onnx``) is copied
 into ``src/captcha_ocr/base_model/`` unless ``--no-install``.
