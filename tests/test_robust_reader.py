@@ -26,6 +26,7 @@ entry point  count bad inputs
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -145,3 +146,25 @@ def test_reader_refuses_allowed_chars_outside_the_charset_and_batch_size_0(
         random_reader.read(image, allowed_chars="axz")
     with pytest.raises(CaptchaOCRError, match="batch_size must be >= 1"):
         random_reader.read_batch([image], batch_size=0)
+
+
+@pytest.mark.parametrize("preset", [None, "0"])
+def test_reading_turns_onnx_runtime_telemetry_off_unless_told(preset, tmp_path) -> None:
+    """ONNX Runtime >= 1.29 on Linux sends usage events unless ORT_DISABLE_TELEMETRY is set;
+    loading a Reader sets it (before ONNX Runtime starts) but keeps a value the user gave."""
+    import subprocess
+    import sys
+
+    from tests.tiny_reader import PATH as TINY_READER
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    if preset is not None:
+        env["ORT_DISABLE_TELEMETRY"] = preset
+    code = (
+        "import os, sys; from captcha_ocr.infer import Reader; "
+        f"Reader.load({str(TINY_READER)!r}); "
+        "print(os.environ['ORT_DISABLE_TELEMETRY'], 'onnxruntime' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [preset or "1", "True"]

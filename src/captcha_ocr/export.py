@@ -22,7 +22,7 @@ from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ModelSpec, load_run_confi
 from captcha_ocr.data import load_samples, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
-from captcha_ocr.infer import Reader, resolve_model_path
+from captcha_ocr.infer import Reader, import_onnxruntime, resolve_model_path
 from captcha_ocr.metadata import (
     NOT_USABLE_KEY,
     THRESHOLD_KEY,
@@ -109,6 +109,8 @@ def quantize_int8(
     """Static int8 quantization (QDQ, per-channel weights) with ONNX Runtime's tools,
     calibrated on ``calibration`` images ``(N, H, W, C)``; metadata is carried over."""
     import onnx
+
+    ort = import_onnxruntime()  # first: it turns ONNX Runtime's telemetry off
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -118,8 +120,6 @@ def quantize_int8(
 
     class Images(CalibrationDataReader):
         def __init__(self) -> None:
-            import onnxruntime as ort
-
             name = (
                 ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
                 .get_inputs()[0]

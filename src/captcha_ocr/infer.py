@@ -113,6 +113,17 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
 RECOMMENDED = "recommended"
 
 
+def import_onnxruntime():
+    """ONNX Runtime, imported with its usage telemetry off unless the environment already says
+    otherwise: since 1.29 its Linux builds send usage events (model names, graph hashes) to
+    Microsoft unless ``ORT_DISABLE_TELEMETRY`` is set, and reading captchas needs no network.
+    (Set before the import: the library reads it when it starts.)"""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 class Reader:
     """Reads captchas with an exported ONNX model.
 
@@ -156,8 +167,7 @@ class Reader:
         """Open a run folder or an ``.onnx`` file. ``threads``: ONNX Runtime intra-op threads
         (None: ONNX Runtime's choice, one per core). A model that training marked not usable
         (it did not learn) loads, with a warning unless ``warn_not_usable`` is False."""
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         if threads is not None and threads < 0:
             raise CaptchaOCRError(f"threads must be >= 0 (0: one per core), got {threads}")
         path = resolve_model_path(model)
