@@ -42,13 +42,6 @@ from captcha_ocr.runfolder import ONNX_FILE
 
 log = logging.getLogger(__name__)
 
-# Networks (model.BUILDERS) whose time steps read their feature map row by row, and how many
-# pixels of the input's width one column of that map covers: the tutorial's network pools 16x
-# and reads its 4x13 map (50x200 input) a row at a time, so step t lies in column t % 13. The
-# other networks read their map column by column: step t of T covers the t-th T-th of the width.
-ROW_BY_ROW_STRIDE = {"tutorial_resnet": 16}
-
-
 @dataclass(frozen=True)
 class CharPosition:
     """Where one character of a reading was read.
@@ -88,7 +81,7 @@ def step_columns(spec: ModelSpec, steps: int) -> int:
     13
     """
     preset = PRESETS.get(spec.preset)
-    stride = preset and ROW_BY_ROW_STRIDE.get(preset.builder)
+    stride = preset.row_by_row_stride if preset else None  # see Preset.row_by_row_stride
     columns = -(-spec.width // stride) if stride else steps
     return columns if 0 < columns <= steps and steps % columns == 0 else steps
 

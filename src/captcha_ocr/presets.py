@@ -65,6 +65,11 @@ class Preset:
     fine_tune: dict[str, Any] = field(default_factory=dict)
     scale_up: ScaleUp | None = None  # small images read larger; None: at the data's own size
     width_stride: WidthStride | None = None  # networks whose time step follows the labels
+    # Networks whose time steps read their feature map row by row (not column by column):
+    # how many input pixels across one column of that map covers. The tutorial's network
+    # pools 16x and reads its 4x13 map (50x200 input) a row at a time: step t lies in column
+    # t % 13. None: step t of T covers the t-th T-th of the width.
+    row_by_row_stride: int | None = None
 
     @property
     def channels(self) -> int:
@@ -117,6 +122,7 @@ PRESETS: dict[str, Preset] = {
     "reference": Preset(
         builder="tutorial_resnet",
         min_size=ImageSize(16, 16),
+        row_by_row_stride=16,
         recipe={
             "channels": 3,
             "epochs": 1000,
