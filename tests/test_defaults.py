@@ -14,7 +14,7 @@ from captcha_ocr.config import INT8_MAX_ACCURACY_DROP, ServeSettings
 
 
 def test_every_serve_setting_is_a_flag_with_its_default() -> None:
-    from captcha_ocr.cli.read_commands import _serve_values
+    from captcha_ocr.cli.serve_commands import _serve_values
 
     args = build_parser().parse_args(["serve", "model.onnx"])
     # What cmd_serve builds from its flags, the environment empty: a missing flag would be a

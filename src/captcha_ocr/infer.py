@@ -42,6 +42,7 @@ from captcha_ocr.runfolder import ONNX_FILE
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class CharPosition:
     """Where one character of a reading was read.

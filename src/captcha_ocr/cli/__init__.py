@@ -2,8 +2,8 @@
 
 ``main`` wires the parser; each command and its flags live in one module by what it does
 with data: ``data_commands`` (synth, download, inspect, augment-preview), ``train_commands``
-(train, export) and ``read_commands`` (predict, evaluate, serve); flags several commands
-share are in ``options``. Only the commands that need Keras/TensorFlow import it, inside
+(train, export), ``read_commands`` (predict, evaluate), ``serve_commands`` (serve) and
+``label_commands`` (label); flags several commands share are in ``options``. Only the commands that need Keras/TensorFlow import it, inside
 the command.
 
 Errors the user can fix print one line (``error: ...``) and exit with status 2.
@@ -16,7 +16,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from captcha_ocr.cli import data_commands, label_commands, read_commands, train_commands
+from captcha_ocr.cli import (
+    data_commands,
+    label_commands,
+    read_commands,
+    serve_commands,
+    train_commands,
+)
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.version import __version__
 
@@ -31,7 +37,7 @@ COMMANDS = (
     train_commands.add_export,
     read_commands.add_predict,
     read_commands.add_evaluate,
-    read_commands.add_serve,
+    serve_commands.add_serve,
 )
 
 
