@@ -107,6 +107,16 @@ def draw_package_style(label: str, size, fonts, rng) -> Image.Image:
     return Image.fromarray(pixels.round().astype(np.uint8), "RGB")
 
 
+def turned_glyph(char: str, font, font_size: int, max_angle: float, rng) -> Image.Image | None:
+    """The character's coverage (mode L), turned by up to ``max_angle`` degrees either way and
+    cropped to its ink; None for a character with no ink."""
+    glyph = Image.new("L", (font_size * 2, font_size * 2), 0)
+    ImageDraw.Draw(glyph).text((font_size // 2, font_size // 3), char, font=font, fill=255)
+    glyph = glyph.rotate(rng.uniform(-max_angle, max_angle), resample=Image.Resampling.BILINEAR)
+    box = glyph.getbbox()
+    return glyph.crop(box) if box is not None else None
+
+
 def draw_lines_style(label: str, size, fonts, rng) -> Image.Image:
     width, height = size
     background, ink = random_colours(rng)
@@ -127,13 +137,9 @@ def draw_lines_style(label: str, size, fonts, rng) -> Image.Image:
     advance = width / (len(label) + rng.uniform(0.3, 1.2))
     x = rng.uniform(0.1, 0.5) * advance
     for char in label:
-        glyph = Image.new("L", (font_size * 2, font_size * 2), 0)
-        ImageDraw.Draw(glyph).text((font_size // 2, font_size // 3), char, font=font, fill=255)
-        glyph = glyph.rotate(rng.uniform(-25, 25), resample=Image.Resampling.BILINEAR)
-        box = glyph.getbbox()
-        if box is None:
+        glyph = turned_glyph(char, font, font_size, 25, rng)
+        if glyph is None:
             continue
-        glyph = glyph.crop(box)
         y = int((height - glyph.height) / 2 + rng.uniform(-0.15, 0.15) * height)
         colour = tuple(int(np.clip(v + rng.integers(-30, 31), 0, 255)) for v in ink)
         image.paste(Image.new("RGB", glyph.size, colour), (int(x), y), glyph)
@@ -179,13 +185,9 @@ def draw_securimage_style(label: str, size, fonts, rng) -> Image.Image:
     x = rng.uniform(0.05, 0.95) * max(1.0, width - advance * (len(label) + 0.5))
     baseline = (height - font_size) / 2 + rng.uniform(-0.15, 0.15) * height
     for char in label:
-        glyph = Image.new("L", (font_size * 2, font_size * 2), 0)
-        ImageDraw.Draw(glyph).text((font_size // 2, font_size // 3), char, font=font, fill=255)
-        glyph = glyph.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
-        box = glyph.getbbox()
-        if box is None:
+        glyph = turned_glyph(char, font, font_size, 15, rng)
+        if glyph is None:
             continue
-        glyph = glyph.crop(box)
         y = int(baseline + (font_size - glyph.height) * 0.6 + rng.uniform(-0.05, 0.05) * height)
         image.paste(Image.new("L", glyph.size, text_grey), (int(x), y), glyph)
         x += advance * rng.uniform(0.85, 1.1)

@@ -16,7 +16,7 @@ from captcha_ocr.images import load_image
 from captcha_ocr.survey import inspect_dataset
 from tests.helpers import fails  # one error line, exit status 2, no traceback
 
-# The grid layout of survey._grid: an 8 px margin around tiles, a 28 px title band on top
+# The grid layout of survey.draw_grid: an 8 px margin around tiles, a 28 px title band on top
 # and an 18 px caption under each tile.
 MARGIN, TITLE_H, CAPTION_H = 8, 28, 18
 
@@ -49,7 +49,7 @@ def mixed_dir(tmp_path: Path) -> Path:
 
 
 def _tile(grid: Image.Image, index: int, columns: int, tile_w: int, tile_h: int) -> np.ndarray:
-    """Pixels (H, W, 3) of tile ``index`` of a grid drawn by survey._grid."""
+    """Pixels (H, W, 3) of tile ``index`` of a grid drawn by survey.draw_grid."""
     row, column = divmod(index, columns)
     x = MARGIN + column * (tile_w + MARGIN)
     y = TITLE_H + row * (tile_h + CAPTION_H + MARGIN)
@@ -311,7 +311,7 @@ def test_inspect_shows_broken_files_in_its_output(
     assert "warning: 1 image(s) cannot be read and will be skipped" in out
     assert "model input: 160x64 px" in out
     with Image.open(tmp_path / "g.png") as grid:
-        assert grid.size[0] == 4 * (160 + MARGIN) + MARGIN  # the two good images are drawn
+        assert grid.size[0] == 2 * (160 + MARGIN) + MARGIN  # the two good images, no empty cell
 
 
 @pytest.mark.parametrize("command", ["inspect", "augment-preview"])

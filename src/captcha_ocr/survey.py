@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,6 +210,11 @@ def _warnings(report: DatasetReport, label_pattern: str | None, sized_by_flags: 
     return warnings
 
 
+# The grid layout (draw_grid): a margin around the tiles, a band for the title on top, and
+# caption lines of Pillow's default font under each tile.
+GRID_MARGIN, GRID_TITLE_H, CAPTION_LINE_H = 8, 28, 14
+
+
 def caption_font(size: int) -> ImageFont.ImageFont:
     """Pillow's default font at ``size`` px, for captions on the PNG grids (here and in
     ``suspects``)."""
@@ -218,28 +224,63 @@ def caption_font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _grid(tiles: list[tuple[np.ndarray, str]], columns: int, path: Path, title: str) -> Path:
-    """Lay out (image (H, W, C) uint8, caption) tiles in a grid and save a PNG."""
+def draw_grid(
+    tiles: Sequence[tuple[Image.Image, Sequence[tuple[str, str]]]],
+    columns: int,
+    path: str | os.PathLike,
+    title: str = "",
+    tile_size: tuple[int, int] | None = None,
+) -> Path:
+    """Lay out tiles (an image and its caption lines, each ``(text, colour)``) ``columns`` a
+    row under ``title`` and write the PNG atomically. Every cell is ``tile_size`` (default:
+    the first image's size) over as many caption lines as the most any tile has; an image
+    smaller than its cell sits in its top left corner. The one grid of ``inspect``,
+    ``augment-preview`` and the suspect labels."""
+    if not tiles:
+        raise CaptchaOCRError("nothing to draw")
+    if columns < 1:
+        raise CaptchaOCRError(f"columns must be >= 1 (got {columns})")
+    columns = min(columns, len(tiles))
+    tile_w, tile_h = tile_size or tiles[0][0].size
+    caption_h = 4 + CAPTION_LINE_H * max(len(caption) for _, caption in tiles)
+    rows = -(-len(tiles) // columns)
+    top = GRID_TITLE_H if title else GRID_MARGIN
+    cell_w, cell_h = tile_w + GRID_MARGIN, tile_h + caption_h + GRID_MARGIN
+    canvas = Image.new("RGB", (GRID_MARGIN + columns * cell_w, top + rows * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((GRID_MARGIN, 6), title, fill="black", font=caption_font(14))
+    font = caption_font(13)
+    for index, (image, caption) in enumerate(tiles):
+        row, column = divmod(index, columns)
+        x, y = GRID_MARGIN + column * cell_w, top + row * cell_h
+        canvas.paste(image.convert("RGB"), (x, y))
+        for line, (text, colour) in enumerate(caption):
+            draw.text((x, y + tile_h + 2 + CAPTION_LINE_H * line), text, fill=colour, font=font)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)
+
+
+def _model_view_grid(
+    tiles: list[tuple[np.ndarray, str]], columns: int, path: Path, title: str
+) -> Path:
+    """Grid of arrays as the model sees them ((H, W, C) uint8, one caption line each), drawn
+    larger when small: captchas under 160 px wide are hard to see at 1:1."""
     if not tiles:
         raise CaptchaOCRError("nothing to draw")
     height, width = tiles[0][0].shape[:2]
-    scale = max(1, round(160 / width))  # small captchas are hard to see at 1:1
-    tile_w, tile_h, caption_h = width * scale, height * scale, 18
-    rows = (len(tiles) + columns - 1) // columns
-    canvas = Image.new(
-        "RGB", (columns * (tile_w + 8) + 8, 28 + rows * (tile_h + caption_h + 8)), "white"
-    )
-    draw = ImageDraw.Draw(canvas)
-    draw.text((8, 6), title, fill="black", font=caption_font(14))
-    for index, (pixels, caption) in enumerate(tiles):
-        row, column = divmod(index, columns)
-        x, y = 8 + column * (tile_w + 8), 28 + row * (tile_h + caption_h + 8)
-        image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).convert("RGB")
-        canvas.paste(image.resize((tile_w, tile_h), Image.Resampling.NEAREST), (x, y))
-        draw.text((x, y + tile_h + 2), caption, fill="black", font=caption_font(13))
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
-    return path
+    scale = max(1, round(160 / width))
+    images = [
+        (
+            Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).resize(
+                (width * scale, height * scale), Image.Resampling.NEAREST
+            ),
+            [(caption, "black")],
+        )
+        for pixels, caption in tiles
+    ]
+    return draw_grid(images, columns, path, title)
 
 
 def sample_grid(
@@ -263,7 +304,7 @@ def sample_grid(
         if len(tiles) == count:
             break
     title = f"{report.source}: {len(tiles)} samples as the model sees them ({size}, {channels} ch)"
-    return _grid(tiles, 4, Path(path), title)
+    return _model_view_grid(tiles, 4, Path(path), title)
 
 
 def augment_grid(
@@ -289,7 +330,7 @@ def augment_grid(
         original = load_image(sample.path, size.height, size.width, channels)
         tiles.append((original, f"{sample.label} (original)"))
         tiles.extend((augment_image(original, config, rng), "augmented") for _ in range(variants))
-    return _grid(
+    return _model_view_grid(
         tiles,
         variants + 1,
         Path(path),

@@ -24,17 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from captcha_ocr.config import load_run_verdict
 from captcha_ocr.data import read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.evaluate import Report, evaluate
-from captcha_ocr.files import atomic_path, write_text_atomic
+from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import ImageLoadError, open_image, to_rgb_or_grey
 from captcha_ocr.infer import Reader
 from captcha_ocr.runfolder import ONNX_FILE, SUSPECTS_CSV, SUSPECTS_GRID, TRAIN_CSV, VAL_CSV
-from captcha_ocr.survey import caption_font
+from captcha_ocr.survey import draw_grid
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ CONFIDENT = 0.9
 
 GRID_LIMIT = 48  # images in a grid: the top of the list is what a person checks first
 TILE_W, TILE_H = 200, 70  # each image is scaled to fit this box (200x50 captchas: 1:1)
-CAPTION_H = 46  # three lines of Pillow's default font: number and file, label, read
 
 
 @dataclass(frozen=True)
@@ -122,31 +121,18 @@ def suspects_grid(
     and file name, its label and the model's read written under it; written atomically."""
     if not suspects:
         raise CaptchaOCRError("no suspect to draw")
-    if columns < 1:
-        raise CaptchaOCRError(f"columns must be >= 1 (got {columns})")
-    columns = min(columns, len(suspects))
-    rows = -(-len(suspects) // columns)
-    pad, top = 8, 28 if title else 8
-    cell_w, cell_h = TILE_W + pad, TILE_H + CAPTION_H + pad
-    canvas = Image.new("RGB", (pad + columns * cell_w, top + rows * cell_h), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 6), title, fill="black", font=caption_font(14))
-    font = caption_font(13)
-    for index, suspect in enumerate(suspects):
-        row, column = divmod(index, columns)
-        x, y = pad + column * cell_w, top + row * cell_h
-        canvas.paste(_tile(suspect.path), (x, y))
-        lines = (
-            (f"{index + 1}. {_short(Path(suspect.path).name)}", "dimgrey"),
-            (f"label {suspect.label}", "black"),
-            (f"read  {suspect.read}  ({suspect.confidence:.2f})", "firebrick"),
+    tiles = [
+        (
+            _tile(suspect.path),
+            [
+                (f"{index + 1}. {_short(Path(suspect.path).name)}", "dimgrey"),
+                (f"label {suspect.label}", "black"),
+                (f"read  {suspect.read}  ({suspect.confidence:.2f})", "firebrick"),
+            ],
         )
-        for k, (text, colour) in enumerate(lines):
-            draw.text((x, y + TILE_H + 2 + 14 * k), text, fill=colour, font=font)
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
-    return Path(path)
+        for index, suspect in enumerate(suspects)
+    ]
+    return draw_grid(tiles, columns, path, title, tile_size=(TILE_W, TILE_H))
 
 
 def write_suspects(
