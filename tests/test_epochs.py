@@ -179,3 +179,51 @@ def test_recorded_rkn_runs_are_judged_as_they_went(name: str, first_stuck_epoch)
     verdicts = [is_stuck_now(history[:n], config) for n in range(1, len(history) + 1)]
     first = verdicts.index(True) + 1 if True in verdicts else None
     assert first == first_stuck_epoch
+
+
+def _falling(epochs: int) -> list[tuple[float, float]]:
+    """(val_loss, val_cer) of a run still learning: CER 0.9, 0.8, ... down to near 0."""
+    return [(1.0, max(0.01, 0.9 * 0.8**k)) for k in range(epochs)]
+
+
+def test_a_budget_that_ends_while_cer_still_falls_grows_by_half_once() -> None:
+    verdicts, state = _run(_falling(40), epochs=10)
+    assert [v.stop_reason for v in verdicts[:9]] == [""] * 9
+    assert verdicts[9].stop_reason == "" and verdicts[9].state.epochs_fitted == 15
+    assert len(verdicts) == 15 and state.epochs_extended == 5  # once: not again at 15
+    assert state.stop_reason == (
+        "epoch budget of 15 done (extended by 5: the validation CER was still falling)"
+    )
+
+
+def test_no_extension_when_flat_when_off_or_when_time_is_short() -> None:
+    flat = [(1.0, 0.5 - 0.01 * k) for k in range(5)] + [(1.0, 0.45)] * 20
+    verdicts, state = _run(flat, epochs=10)
+    assert len(verdicts) == 10 and state.epochs_extended == 0  # 0.45 -> 0.45: not falling
+    verdicts, state = _run(_falling(40), epochs=10, extend="none")
+    assert len(verdicts) == 10 and state.stop_reason == "epoch budget of 10 done"
+    # Epochs of 1 s (elapsed_s = epoch) against a limit of 12.5 s: 2 more epochs fit, not 5.
+    verdicts, state = _run(_falling(40), epochs=10, time_limit=12.5)
+    assert state.epochs_extended == 2 and len(verdicts) == 12
+
+
+def test_a_run_still_on_the_plateau_is_not_extended() -> None:
+    # CER falls from 1.0 to 0.96 but no captcha is read (val_acc 0): no extension.
+    on_plateau = [(1.0, 1.0 - 0.005 * k) for k in range(10)]
+    verdicts, state = _run(on_plateau, epochs=10, rescue=False)
+    assert len(verdicts) == 10 and state.epochs_extended == 0
+
+
+def test_the_recorded_late_learner_is_extended_and_the_default_runs_are_not() -> None:
+    """rkn_learned.csv (random weights, 20 epochs, CER 0.67 -> 0.065 in its last five) gets
+    ten more; a default run from the base model (flat at the end) gets none."""
+    from captcha_ocr.epochs import extension, still_improving
+
+    history = read_history(Path(__file__).parent / "histories" / "rkn_learned.csv")
+    assert len(history) == 20 and still_improving(history)
+    config = TrainConfig(epochs=20)
+    assert extension(RunState(epochs_done=20), history, config) == 10
+    assert extension(RunState(epochs_done=19), history[:19], config) == 0  # not at the end
+    assert extension(RunState(epochs_done=20, epochs_extended=10), history, config) == 0
+    flat = [dict(row, val_cer=0.002) for row in history]
+    assert not still_improving(flat)

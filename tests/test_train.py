@@ -291,6 +291,25 @@ def test_the_budget_shrinks_to_end_within_the_time_limit(tmp_path: Path) -> None
     assert cosine_learning_rate(monitor.config, last_step, 5) > 0.9 * peak  # 1,000 epochs
 
 
+def test_an_extended_budget_trains_past_the_configured_epochs(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the verdict grows the budget (epochs.extension), the loop and the batch feed go on
+    past config.epochs, the files follow, and the stop reason says why it ran longer."""
+    from captcha_ocr import epochs
+    from captcha_ocr.train import train
+
+    def two_more_at_the_end(state, history, config):
+        return 2 if state.epochs_done == config.epochs and not state.epochs_extended else 0
+
+    monkeypatch.setattr(epochs, "extension", two_more_at_the_end)
+    result = train(synth_dir, tmp_path, _config(epochs=2, min_accuracy=0.0), progress=False)
+    assert _epochs(result.run_dir) == [1, 2, 3, 4]
+    assert result.state.epochs_done == 4 and result.state.epochs_extended == 2
+    assert "extended by 2" in result.state.stop_reason
+    assert result.config.epochs == 2  # the configured budget is kept as given
+
+
 def test_the_automatic_budget_is_bounded_in_time_and_an_explicit_one_is_not(
     synth_dir: Path,
 ) -> None:
@@ -306,6 +325,10 @@ def test_the_automatic_budget_is_bounded_in_time_and_an_explicit_one_is_not(
     )
     mine = TrainConfig(init="none", time_limit=60.0)
     assert _planned_run(synth_dir, mine, None).config.time_limit == 60.0
+    # Likewise the extension of a budget that ends while validation still improves.
+    assert _planned_run(synth_dir, TrainConfig(init="none"), None).config.extend == "auto"
+    explicit = _planned_run(synth_dir, TrainConfig(init="none", epochs=3), None)
+    assert explicit.config.extend == "none"
 
 
 def _interrupt_pretraining(monkeypatch: pytest.MonkeyPatch, hook: str) -> None:

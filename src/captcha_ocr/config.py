@@ -31,6 +31,8 @@ from captcha_ocr.version import __version__
 INIT_AUTO, INIT_NONE = "auto", "none"
 # The two words TrainConfig.time_limit takes besides a number of seconds.
 TIME_LIMIT_AUTO, TIME_LIMIT_NONE = "auto", "none"
+# The two words TrainConfig.extend takes.
+EXTEND_AUTO, EXTEND_NONE = "auto", "none"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class TrainConfig:
     # latest. "auto": epochs.auto_time_limit with the automatic epoch budget, no limit with an
     # explicit --epochs; "none" (or null): no limit.
     time_limit: float | str | None = TIME_LIMIT_AUTO
+    # A run whose validation CER still falls by a good share over the last quarter of its
+    # budget gets more epochs, once, within the time limit (epochs.extension): "auto" with the
+    # automatic epoch budget (an explicit --epochs is kept as given), "none" (or null): never.
+    extend: str | None = EXTEND_AUTO
     pretrain: str | None = None  # "synth": first train on generated look-alike captchas
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
@@ -296,6 +302,7 @@ def validate_train_config(config: TrainConfig) -> None:
             or (time_limit_seconds(config) or 0) > 0,
             "time_limit must be > 0 seconds, 'auto' or 'none'",
         ),
+        (config.extend in (None, EXTEND_AUTO, EXTEND_NONE), "extend must be 'auto' or 'none'"),
         (config.pretrain in (None, "synth"), "pretrain must be 'synth' or empty"),
         (
             config.pretrain_images >= 2,

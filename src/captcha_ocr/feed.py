@@ -101,7 +101,8 @@ def training_batches(
         rng = np.random.default_rng([config.seed, epoch, index, 1])
         return augment_batch(images[chosen], config.augment, rng).astype(np.float32), labels[chosen]
 
-    jobs = ((e, k) for e in range(start_epoch, config.epochs) for k in range(steps_per_epoch))
+    # Epochs without end: the loop stops when its budget (which may grow) is done.
+    jobs = ((e, k) for e in itertools.count(start_epoch) for k in range(steps_per_epoch))
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batches") as pool:
         pending = collections.deque(
             pool.submit(make_batch, *job) for job in itertools.islice(jobs, depth)

@@ -5,6 +5,7 @@ while :class:`captcha_ocr.monitor.EpochMonitor` keeps its books after each epoch
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -142,7 +143,8 @@ def fit(
     callbacks.on_train_begin()
     batches, fed_augmented = None, False
     try:
-        for epoch in range(state.epochs_done, config.epochs):
+        # Until a stop rule (epochs.STOP_RULES) ends it: the budget may grow (epochs.extension).
+        for epoch in itertools.count(state.epochs_done):
             augment = augments(monitor.state, config, epoch)
             if batches is None or augment != fed_augmented:
                 if batches is not None:  # augmentation starts here: a new feed from this epoch

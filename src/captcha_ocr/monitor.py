@@ -26,6 +26,7 @@ from captcha_ocr.epochs import (
     epoch_budget,
     judge_epoch,
     patience_epochs,
+    recent_progress,
     seconds_per_epoch,
 )
 from captcha_ocr.feed import PreparedData
@@ -132,6 +133,8 @@ class EpochMonitor(keras.callbacks.Callback):
             self.state = verdict.state
             if epoch_budget(self.state, self.config) < budget:
                 self.budget_fitted(budget)
+            elif epoch_budget(self.state, self.config) > budget:
+                self.budget_extended(budget)
             best_weights = self.snapshot.best_weights if self.snapshot else None
             if verdict.new_best:  # the average when config.ema, else the raw weights
                 best_weights = self.model.get_weights() if self.config.ema else raw_weights
@@ -204,6 +207,24 @@ class EpochMonitor(keras.callbacks.Callback):
             )
         if self.bar is not None:
             self.bar.total = fitted * self.steps_per_epoch
+
+    def budget_extended(self, budget: int) -> None:
+        """Say so when the budget grows because validation still improved at its end."""
+        grown = epoch_budget(self.state, self.config)
+        progress = recent_progress(self.history)
+        since = ""
+        if progress:
+            since = " over the last {} epochs ({:.4f} -> {:.4f})".format(*progress)
+        log.info(
+            "the validation CER still fell%s: the budget of %d epochs grows by %d to %d, its "
+            "learning-rate schedule stretched with it (--extend none turns this off)",
+            since,
+            budget,
+            grown - budget,
+            grown,
+        )
+        if self.bar is not None:
+            self.bar.total = grown * self.steps_per_epoch
 
     def patience_epochs(self) -> int:
         """Early-stopping patience in epochs (see :func:`captcha_ocr.epochs.patience_epochs`)."""

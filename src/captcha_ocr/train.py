@@ -20,6 +20,8 @@ from pathlib import Path
 
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import (
+    EXTEND_AUTO,
+    EXTEND_NONE,
     TIME_LIMIT_AUTO,
     TIME_LIMIT_NONE,
     ModelSpec,
@@ -299,8 +301,11 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
             config.epochs * batches_per_epoch(len(train_samples), config.batch_size),
             f", fitted to end within {limit:g} s (--time-limit)" if limit else "",
         )
-    elif config.time_limit == TIME_LIMIT_AUTO:  # the user's own budget: no time bound
-        config = dataclasses.replace(config, time_limit=TIME_LIMIT_NONE)
+    else:  # the user's own budget: no time bound, no extension (unless set)
+        if config.time_limit == TIME_LIMIT_AUTO:
+            config = dataclasses.replace(config, time_limit=TIME_LIMIT_NONE)
+        if config.extend == EXTEND_AUTO:
+            config = dataclasses.replace(config, extend=EXTEND_NONE)
     data_info = {"source": str(data), "count": len(samples)}
     return _Run(spec, config, train_samples, val_samples, data_info)
 
@@ -325,8 +330,8 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
     """
     spec, config, data_info = load_run_config(run_dir)
     changes = {k: v for k, v in (("epochs", epochs), ("devices", devices)) if v is not None}
-    if epochs is not None:  # the user's own budget: no time bound (as for a new run)
-        changes["time_limit"] = TIME_LIMIT_NONE
+    if epochs is not None:  # the user's own budget: no time bound, no extension (as when new)
+        changes.update(time_limit=TIME_LIMIT_NONE, extend=EXTEND_NONE)
     if changes:
         config = dataclasses.replace(config, **changes)
         validate_train_config(config)
@@ -350,7 +355,7 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
         run.history = read_history(run_dir / HISTORY_FILE)[: run.state.epochs_done]
         run.state.stop_reason = ""
         if epochs is not None:
-            run.state.epochs_fitted = 0
+            run.state.epochs_fitted = run.state.epochs_extended = 0
         if run.state.epochs_done >= epoch_budget(run.state, config):
             raise CaptchaOCRError(
                 f"{run_dir} already ran its {epoch_budget(run.state, config)} epochs; nothing "

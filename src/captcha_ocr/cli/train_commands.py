@@ -11,6 +11,8 @@ import logging
 
 from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
 from captcha_ocr.config import (
+    EXTEND_AUTO,
+    EXTEND_NONE,
     INIT_AUTO,
     INIT_NONE,
     INT8_MAX_ACCURACY_DROP,
@@ -58,6 +60,7 @@ CONFIG_FLAGS = (
     "label_pattern",
     "val_fraction",
     "time_limit",
+    "extend",
     "pretrain",
     "init",
     "pretrain_images",
@@ -115,6 +118,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "learning-rate schedule shrink to end in time (default auto: with the automatic "
         f"budget {AUTO_SECONDS_PER_IMAGE:g} s a training image, at least "
         f"{AUTO_TIME_LIMIT_S / 60:g} minutes; with --epochs none)",
+    )
+    p.add_argument(
+        "--extend",
+        choices=(EXTEND_AUTO, EXTEND_NONE),
+        help="a budget that ends while the validation CER still falls by a fifth or more over "
+        "its last quarter grows by half, once, within the time limit (default auto: with the "
+        "automatic budget; with --epochs none)",
     )
     p.add_argument(
         "--pretrain",
