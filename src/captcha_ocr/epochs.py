@@ -71,8 +71,9 @@ EMA_HORIZON_SHARE = 0.1
 AUTO_TIME_LIMIT_S = 600.0
 AUTO_SECONDS_PER_IMAGE = 0.2
 
-# A run whose validation CER still fell by EXTEND_MIN_GAIN or more over the last
-# EXTEND_WINDOW_SHARE of its epochs when its budget ends had too few of them: it gets
+# A run whose validation CER still fell by EXTEND_MIN_GAIN or more (and by EXTEND_MIN_DROP
+# at least: near 0, one or two characters of a small validation set are no trend) over the
+# last EXTEND_WINDOW_SHARE of its epochs when its budget ends had too few of them: it gets
 # EXTEND_SHARE of its budget more, once, within its time limit, its cosine schedule stretched
 # over the new budget (the learning rate climbs back to about a third of its peak and decays
 # again). Of the histories recorded here it fires on a run from random weights that left the
@@ -80,6 +81,7 @@ AUTO_SECONDS_PER_IMAGE = 0.2
 # tests/histories/rkn_learned.csv) and on none of the default runs on the real sets (their
 # validation CER flat, or 0, over the last quarter).
 EXTEND_MIN_GAIN = 0.2
+EXTEND_MIN_DROP = 0.005
 EXTEND_WINDOW_SHARE = 0.25
 EXTEND_SHARE = 0.5
 
@@ -170,19 +172,21 @@ def recent_progress(history: Sequence[Row]) -> tuple[int, float, float] | None:
 
 
 def still_improving(history: Sequence[Row]) -> bool:
-    """Whether the validation CER fell by :data:`EXTEND_MIN_GAIN` or more over the last
-    epochs (:func:`recent_progress`), against the best before them.
+    """Whether the validation CER fell by :data:`EXTEND_MIN_GAIN` of itself and by
+    :data:`EXTEND_MIN_DROP` or more over the last epochs (:func:`recent_progress`), against
+    the best before them.
 
     >>> rows = [{"val_cer": cer} for cer in (0.9, 0.5, 0.3, 0.2, 0.1, 0.05)]
     >>> flat = rows[:4] + [{"val_cer": 0.19}, {"val_cer": 0.2}]
-    >>> still_improving(rows), still_improving(flat), still_improving([{"val_cer": 0.0}] * 8)
+    >>> one_char = [{"val_cer": cer} for cer in (0.5, 0.1, 0.01, 0.004, 0.004, 0.002)]
+    >>> still_improving(rows), still_improving(flat), still_improving(one_char)
     (True, False, False)
     """
     progress = recent_progress(history)
     if progress is None:
         return False
     _, before, last = progress
-    return before > 0 and last <= before * (1 - EXTEND_MIN_GAIN)
+    return last <= before * (1 - EXTEND_MIN_GAIN) and before - last >= EXTEND_MIN_DROP
 
 
 def extension(state: RunState, history: Sequence[Row], config: TrainConfig) -> int:
