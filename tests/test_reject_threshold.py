@@ -108,3 +108,33 @@ def test_predict_min_confidence(tmp_path: Path, capsys):
     plain = str(_model_with_threshold(tmp_path / "plain", None))
     fails(["predict", plain, str(image), "--min-confidence", "recommended"], capsys,
           "no recommended min_confidence")  # fmt: skip
+
+
+@pytest.mark.parametrize("count", [20, 100])
+def test_a_threshold_on_too_few_validation_images_is_said_to_be_shaky(
+    count: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under 100 validation images one misread costs more than 1 %: export says so."""
+    import logging
+    import shutil
+
+    from PIL import Image
+
+    from captcha_ocr.data import Sample
+    from captcha_ocr.export import add_reject_threshold
+    from tests import tiny_reader
+
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_reader.PATH, model)
+    samples = []
+    for k in range(count):
+        text = "abcd1234"[k % 8] + "abcd1234"[(k // 8) % 8]
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(tiny_reader.draw(text)[..., 0]).save(path)
+        samples.append(Sample(str(path), text))
+    with caplog.at_level(logging.WARNING, logger="captcha_ocr"):
+        assert add_reject_threshold(model, samples) is not None
+    shaky = [r for r in caplog.records if "rests on" in r.getMessage()]
+    assert len(shaky) == (1 if count < 100 else 0)
+    if shaky:
+        assert f"rests on {count} validation images" in shaky[0].getMessage()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -275,4 +276,17 @@ def add_reject_threshold(onnx_path: Path, samples: list) -> float | None:
         len(read),
         100 * accepts,
     )
+    needed = math.ceil(1 / (1 - REJECT_PRECISION))
+    if len(read) < needed:
+        # Under 100 images one misread already costs more than 1 %: the threshold must then
+        # rise above every misread, however sure (captcha_images_v2, 83 validation images:
+        # one sure misread set it at 0.999, accepting 6 % of a 99.5 % model's reads).
+        log.warning(
+            "the reject threshold rests on %d validation images, fewer than the %d that can "
+            "show %.0f%% precision: it rises above every misread among them, so it may reject "
+            "far more than needed; more labeled images (or --val-fraction) make it sounder",
+            len(read),
+            needed,
+            100 * REJECT_PRECISION,
+        )
     return threshold
