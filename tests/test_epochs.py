@@ -150,7 +150,7 @@ def test_state_written_with_the_old_counter_name_still_loads(tmp_path: Path) -> 
 def test_drawing_and_the_budget_rules_import_no_keras() -> None:
     code = (
         "import captcha_ocr.cli, captcha_ocr.epochs, captcha_ocr.runfolder, captcha_ocr.synth\n"
-        "import captcha_ocr.progress, captcha_ocr.evaluate\n"
+        "import captcha_ocr.progress, captcha_ocr.evaluate, captcha_ocr.feed\n"
     )
     assert_runs_without(("keras", "tensorflow"), code)
 
