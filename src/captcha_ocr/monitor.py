@@ -131,9 +131,10 @@ class EpochMonitor(keras.callbacks.Callback):
             budget = epoch_budget(self.state, self.config)
             verdict = judge_epoch(self.state, self.history, self.config, self.steps_per_epoch)
             self.state = verdict.state
-            if epoch_budget(self.state, self.config) < budget:
+            new_budget = epoch_budget(self.state, self.config)
+            if new_budget < budget:
                 self.budget_fitted(budget)
-            elif epoch_budget(self.state, self.config) > budget:
+            elif new_budget > budget:
                 self.budget_extended(budget)
             best_weights = self.snapshot.best_weights if self.snapshot else None
             if verdict.new_best:  # the average when config.ema, else the raw weights
@@ -159,7 +160,7 @@ class EpochMonitor(keras.callbacks.Callback):
             log.info(
                 "epoch %d/%d  loss %.4f  val_loss %.4f  val_cer %.4f  val_wer %.4f  lr %.2e%s",
                 epoch + 1,
-                epoch_budget(self.state, self.config),
+                new_budget,
                 row["loss"],
                 row["val_loss"],
                 row["val_cer"],

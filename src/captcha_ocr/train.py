@@ -301,7 +301,7 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
             config.epochs * batches_per_epoch(len(train_samples), config.batch_size),
             f", fitted to end within {limit:g} s (--time-limit)" if limit else "",
         )
-    else:  # the user's own budget: no time bound, no extension (unless set)
+    else:  # the user's own budget: no time bound unless one is given, and no extension
         if config.time_limit == TIME_LIMIT_AUTO:
             config = dataclasses.replace(config, time_limit=TIME_LIMIT_NONE)
         if config.extend == EXTEND_AUTO:
