@@ -8,13 +8,23 @@ from pathlib import Path
 import pytest
 
 from captcha_ocr.config import AugmentConfig, TrainConfig
-from captcha_ocr.epochs import augments, is_stuck_now, judge_epoch, patience_epochs
+from captcha_ocr.epochs import (
+    augments,
+    cosine_learning_rate,
+    epoch_budget,
+    is_stuck_now,
+    judge_epoch,
+    patience_epochs,
+)
 from captcha_ocr.runfolder import HISTORY_COLUMNS, RunState, read_history, write_history
 from tests.helpers import assert_runs_without
 
 
 def _run(
-    scores: list[tuple[float, float]], steps_per_epoch: int = 100, **config: object
+    scores: list[tuple[float, float]],
+    steps_per_epoch: int = 100,
+    val_images: int = 0,
+    **config: object,
 ) -> tuple[list, RunState]:
     """Judge epochs of (val_loss, val_cer) until a verdict stops; returns the verdicts."""
     settings = {"epochs": 1000, "patience": 3, "schedule": "cosine", **config}
@@ -27,7 +37,7 @@ def _run(
             {"epoch": epoch, "loss": loss, "val_loss": loss, "val_cer": cer, "val_acc": acc}
             | {"lr": 1e-3, "elapsed_s": epoch}
         )
-        verdict = judge_epoch(state, history, cfg, steps_per_epoch)
+        verdict = judge_epoch(state, history, cfg, steps_per_epoch, val_images)
         verdicts.append(verdict)
         state = verdict.state
         if verdict.stop_reason:
@@ -227,3 +237,62 @@ def test_the_recorded_late_learner_is_extended_and_the_default_runs_are_not() ->
     assert extension(RunState(epochs_done=20, epochs_extended=10), history, config) == 0
     flat = [dict(row, val_cer=0.002) for row in history]
     assert not still_improving(flat)
+
+
+def _saturating(epochs: int, cer: float = 0.004) -> list[tuple[float, float]]:
+    """(val_loss, val_cer) of a run that reads its validation images at epoch 2 and no more."""
+    return [(1.0, 0.05)] + [(1.0, cer)] * (epochs - 1)
+
+
+def test_a_saturated_validation_ends_the_budget_three_epochs_later() -> None:
+    # Epoch 2 reaches 0.004; epochs 3-5 bring nothing lower: from epoch 5 the budget is 8.
+    verdicts, state = _run(_saturating(20), val_images=300, epochs=20, patience=40)
+    assert [v.state.epochs_fitted for v in verdicts[:5]] == [0, 0, 0, 0, 8]
+    assert len(verdicts) == 8 and state.saturated_at == 5
+    assert state.stop_reason == (
+        "epoch budget of 8 done (shortened: the validation was saturated at epoch 5)"
+    )
+    # The cosine schedule follows the shorter budget: at its last step the rate is at the floor.
+    config = TrainConfig(epochs=20)
+    assert cosine_learning_rate(config, 8 * 100 - 1, 100, epoch_budget(state, config)) < (
+        0.02 * config.learning_rate
+    )
+
+
+def test_no_shortening_on_few_images_above_the_cer_when_off_or_when_still_improving() -> None:
+    for scores, val_images, config in (
+        (_saturating(20), 100, {}),  # 100 validation images: a CER of 0.004 is one or two
+        (_saturating(20, cer=0.01), 300, {}),  # rkn_securimage's level: not saturated
+        (_saturating(20), 300, {"shorten": "none"}),
+        ([(1.0, 0.005 * 0.8**k) for k in range(20)], 300, {}),  # a lower CER every epoch
+    ):
+        verdicts, state = _run(scores, val_images=val_images, epochs=20, patience=40, **config)
+        assert len(verdicts) == 20 and state.saturated_at == 0
+        assert state.stop_reason == "epoch budget of 20 done"
+
+
+def test_a_shortened_run_is_not_extended_again() -> None:
+    from captcha_ocr.epochs import extension
+
+    history = read_history(Path(__file__).parent / "histories" / "rkn_learned.csv")
+    config = TrainConfig(epochs=20)
+    assert extension(RunState(epochs_done=20), history, config) == 10
+    assert extension(RunState(epochs_done=20, saturated_at=17), history, config) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "saturated_epoch"),
+    [
+        ("amazon_3000.csv", 5),  # CER 0 at epoch 2, then 0.0006 for three epochs
+        ("henan_3000.csv", 5),  # 0.0042 from epoch 2 to 20 (wrong labels in validation)
+        ("rkn_learned.csv", None),  # still falling at 0.065
+    ],
+)
+def test_recorded_runs_are_found_saturated_where_they_were(name: str, saturated_epoch) -> None:
+    """Histories of real runs of 20 epochs on 300 validation images (3,000-image runs of the
+    time bar) and on rkn_securimage."""
+    from captcha_ocr.epochs import saturated
+
+    history = read_history(Path(__file__).parent / "histories" / name)
+    found = [n for n in range(1, len(history) + 1) if saturated(history[:n], 300)]
+    assert (found[0] if found else None) == saturated_epoch

@@ -310,6 +310,28 @@ def test_an_extended_budget_trains_past_the_configured_epochs(
     assert result.config.epochs == 2  # the configured budget is kept as given
 
 
+def test_a_saturated_run_ends_early_with_its_schedule_compressed(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the verdict shortens the budget (epochs.shortening), the run ends there, its
+    learning rate decayed to the floor by then, and the stop reason says why it ran shorter."""
+    from captcha_ocr import epochs
+    from captcha_ocr.train import train
+
+    def three_epochs_at_the_second(state, history, config, val_images):
+        assert val_images > 0  # the monitor passes its validation set's size
+        return 3 if state.epochs_done == 2 else None
+
+    monkeypatch.setattr(epochs, "shortening", three_epochs_at_the_second)
+    config = _config(epochs=8, min_accuracy=0.0, warmup_epochs=0.0)
+    result = train(synth_dir, tmp_path, config, progress=False)
+    assert _epochs(result.run_dir) == [1, 2, 3]
+    assert result.state.saturated_at == 2 and result.state.epochs_fitted == 3
+    assert "saturated at epoch 2" in result.state.stop_reason
+    rates = [row["lr"] for row in result.history]
+    assert rates[2] < 0.5 * rates[1]  # the third epoch runs on the compressed schedule
+
+
 def test_the_automatic_budget_is_bounded_in_time_and_an_explicit_one_is_not(
     synth_dir: Path,
 ) -> None:
@@ -329,6 +351,9 @@ def test_the_automatic_budget_is_bounded_in_time_and_an_explicit_one_is_not(
     assert _planned_run(synth_dir, TrainConfig(init="none"), None).config.extend == "auto"
     explicit = _planned_run(synth_dir, TrainConfig(init="none", epochs=3), None)
     assert explicit.config.extend == "none"
+    # And the shortening of one whose validation is saturated.
+    assert _planned_run(synth_dir, TrainConfig(init="none"), None).config.shorten == "auto"
+    assert explicit.config.shorten == "none"
 
 
 def _interrupt_pretraining(monkeypatch: pytest.MonkeyPatch, hook: str) -> None:

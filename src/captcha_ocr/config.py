@@ -31,8 +31,8 @@ from captcha_ocr.version import __version__
 INIT_AUTO, INIT_NONE = "auto", "none"
 # The two words TrainConfig.time_limit takes besides a number of seconds.
 TIME_LIMIT_AUTO, TIME_LIMIT_NONE = "auto", "none"
-# The two words TrainConfig.extend takes.
-EXTEND_AUTO, EXTEND_NONE = "auto", "none"
+# The two words TrainConfig.extend and TrainConfig.shorten take.
+ADAPT_AUTO, ADAPT_NONE = "auto", "none"
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,11 @@ class TrainConfig:
     # A run whose validation CER still falls by a good share over the last quarter of its
     # budget gets more epochs, once, within the time limit (epochs.extension): "auto" with the
     # automatic epoch budget (an explicit --epochs is kept as given), "none" (or null): never.
-    extend: str | None = EXTEND_AUTO
+    extend: str | None = ADAPT_AUTO
+    # A run that reads its validation images (nearly) all right and has read no more for a few
+    # epochs ends a few epochs later, its learning-rate schedule compressed into them
+    # (epochs.shortening): "auto" with the automatic epoch budget, "none" (or null): never.
+    shorten: str | None = ADAPT_AUTO
     pretrain: str | None = None  # "synth": first train on generated look-alike captchas
     pretrain_images: int = 4000  # how many synthetic captchas to pre-train on
     pretrain_epochs: int = 15  # pre-training budget
@@ -302,7 +306,8 @@ def validate_train_config(config: TrainConfig) -> None:
             or (time_limit_seconds(config) or 0) > 0,
             "time_limit must be > 0 seconds, 'auto' or 'none'",
         ),
-        (config.extend in (None, EXTEND_AUTO, EXTEND_NONE), "extend must be 'auto' or 'none'"),
+        (config.extend in (None, ADAPT_AUTO, ADAPT_NONE), "extend must be 'auto' or 'none'"),
+        (config.shorten in (None, ADAPT_AUTO, ADAPT_NONE), "shorten must be 'auto' or 'none'"),
         (config.pretrain in (None, "synth"), "pretrain must be 'synth' or empty"),
         (
             config.pretrain_images >= 2,

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from captcha_ocr.config import EXTEND_AUTO, TrainConfig, time_limit_seconds
+from captcha_ocr.config import ADAPT_AUTO, TrainConfig, time_limit_seconds
 from captcha_ocr.plateau import has_learned, is_stuck
 from captcha_ocr.runfolder import RunState
 
@@ -84,6 +84,19 @@ EXTEND_MIN_GAIN = 0.2
 EXTEND_MIN_DROP = 0.005
 EXTEND_WINDOW_SHARE = 0.25
 EXTEND_SHARE = 0.5
+
+# A run whose validation is saturated has shown all its validation images can show: once its
+# best validation CER is SATURATED_CER or less and SATURATED_EPOCHS epochs in a row brought no
+# lower one, its budget ends SATURATED_EPOCHS epochs later, the cosine schedule compressed into
+# them (the learning rate steps down and decays to its floor there). Only with
+# SATURATED_MIN_IMAGES validation images or more (the default split of 3,000 images), where
+# the time goes: on fewer a CER of 0 is a handful of captchas. Measured at 3,000 images (bench/RESULTS.md, time-bar-3000):
+# amazon, lanzhou_digits and henan_digits had their final validation CER (0 / 0.0007 / 0.0042)
+# after 2 to 3 of their 20 epochs, which took 5.5 to 8.1 minutes; rkn_securimage, still learning
+# until epoch 14-17, stays above 0.005.
+SATURATED_CER = 0.005
+SATURATED_EPOCHS = 3
+SATURATED_MIN_IMAGES = 300
 
 Row = Mapping[str, float]  # one epoch of history: epoch, loss, val_loss, val_cer, val_acc, ...
 
@@ -195,7 +208,9 @@ def extension(state: RunState, history: Sequence[Row], config: TrainConfig) -> i
     of the budget, as many as end within the time limit; 0 when the run has none coming
     (``config.extend`` none, already extended, not at the end of its budget)."""
     budget = epoch_budget(state, config)
-    if config.extend != EXTEND_AUTO or state.epochs_extended or state.epochs_done < budget:
+    if config.extend != ADAPT_AUTO or state.epochs_extended or state.epochs_done < budget:
+        return 0
+    if state.saturated_at:  # shortened because nothing improved: no growing back
         return 0
     if not has_learned(history) or not still_improving(history):
         return 0
@@ -204,6 +219,36 @@ def extension(state: RunState, history: Sequence[Row], config: TrainConfig) -> i
     if in_time is not None:
         extra = min(extra, in_time - state.epochs_done)
     return max(0, extra)
+
+
+def saturated(history: Sequence[Row], val_images: int) -> bool:
+    """Whether the best validation CER is :data:`SATURATED_CER` or less and the last
+    :data:`SATURATED_EPOCHS` epochs brought no lower one, on :data:`SATURATED_MIN_IMAGES`
+    validation images or more.
+
+    >>> rows = [{"val_cer": cer} for cer in (0.01, 0.004, 0.004, 0.005, 0.004)]
+    >>> saturated(rows, 300), saturated(rows[:4], 300), saturated(rows, 100)
+    (True, False, False)
+    >>> saturated([{"val_cer": cer} for cer in (0.1, 0.02, 0.02, 0.02, 0.02)], 300)
+    False
+    """
+    if val_images < SATURATED_MIN_IMAGES or len(history) <= SATURATED_EPOCHS:
+        return False
+    best_before = min(row["val_cer"] for row in history[:-SATURATED_EPOCHS])
+    best_since = min(row["val_cer"] for row in history[-SATURATED_EPOCHS:])
+    return best_before <= SATURATED_CER and best_since >= best_before
+
+
+def shortening(
+    state: RunState, history: Sequence[Row], config: TrainConfig, val_images: int
+) -> int | None:
+    """The shorter budget of a run whose validation is saturated after this epoch (``state``
+    counts it; see :func:`saturated`): it ends :data:`SATURATED_EPOCHS` epochs from here. None
+    when it goes on as it is (``config.shorten`` none, shortened before, or no shorter)."""
+    if config.shorten != ADAPT_AUTO or state.saturated_at or not saturated(history, val_images):
+        return None
+    shorter = state.epochs_done + SATURATED_EPOCHS
+    return shorter if shorter < epoch_budget(state, config) else None
 
 
 def ema_momentum(total_steps: int) -> float:
@@ -274,6 +319,11 @@ def time_limit(state: RunState, history: Sequence[Row], config: TrainConfig, ste
 
 def budget_done(state: RunState, history: Sequence[Row], config: TrainConfig, steps: int) -> str:
     if state.epochs_done >= epoch_budget(state, config):
+        if state.saturated_at:
+            return (
+                f"epoch budget of {state.epochs_fitted} done (shortened: the validation was "
+                f"saturated at epoch {state.saturated_at})"
+            )
         if state.epochs_extended:
             return (
                 f"epoch budget of {state.epochs_fitted} done (extended by "
@@ -323,10 +373,15 @@ def is_stuck_now(history: Sequence[Row], config: TrainConfig) -> bool:
 
 
 def judge_epoch(
-    state: RunState, history: Sequence[Row], config: TrainConfig, steps_per_epoch: int
+    state: RunState,
+    history: Sequence[Row],
+    config: TrainConfig,
+    steps_per_epoch: int,
+    val_images: int = 0,
 ) -> EpochVerdict:
     """The verdict on the epoch ``history[-1]`` (its ``epoch``, ``loss``, ``val_cer``,
-    ``val_loss``, ``val_acc``, ``lr`` and ``elapsed_s``), given the counters ``state`` as of the epoch before.
+    ``val_loss``, ``val_acc``, ``lr`` and ``elapsed_s``), given the counters ``state`` as of the
+    epoch before; ``val_images``: how many images the validation scores are of.
 
     >>> row = {"epoch": 1, "loss": 3.0, "val_cer": 0.5, "val_loss": 2.0, "val_acc": 0.4}
     >>> row |= {"lr": 1e-3, "elapsed_s": 3.0}
@@ -363,6 +418,9 @@ def judge_epoch(
     in_time = epochs_in_time(history, config)
     if in_time is not None and in_time < epoch_budget(state, config):
         state.epochs_fitted = max(in_time, epoch)
+    shorter = shortening(state, history, config, val_images)
+    if shorter is not None:
+        state.saturated_at, state.epochs_fitted = epoch, shorter
     extra = extension(state, history, config)
     if extra:
         state.epochs_extended = extra

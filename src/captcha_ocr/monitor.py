@@ -22,6 +22,7 @@ from captcha_ocr.charset import Charset
 from captcha_ocr.config import TrainConfig
 from captcha_ocr.decode import ctc_loss, greedy_decode_batch
 from captcha_ocr.epochs import (
+    SATURATED_EPOCHS,
     cosine_learning_rate,
     epoch_budget,
     judge_epoch,
@@ -129,10 +130,18 @@ class EpochMonitor(keras.callbacks.Callback):
             row.update(scores, lr=lr, elapsed_s=round(elapsed, 3))
             self.history.append(row)
             budget = epoch_budget(self.state, self.config)
-            verdict = judge_epoch(self.state, self.history, self.config, self.steps_per_epoch)
+            verdict = judge_epoch(
+                self.state,
+                self.history,
+                self.config,
+                self.steps_per_epoch,
+                len(self.val_texts),
+            )
             self.state = verdict.state
             new_budget = epoch_budget(self.state, self.config)
-            if new_budget < budget:
+            if self.state.saturated_at == epoch + 1:
+                self.budget_shortened(budget)
+            elif new_budget < budget:
                 self.budget_fitted(budget)
             elif new_budget > budget:
                 self.budget_extended(budget)
@@ -208,6 +217,21 @@ class EpochMonitor(keras.callbacks.Callback):
             )
         if self.bar is not None:
             self.bar.total = fitted * self.steps_per_epoch
+
+    def budget_shortened(self, budget: int) -> None:
+        """Say so when the budget shrinks because the validation is saturated."""
+        shorter = epoch_budget(self.state, self.config)
+        log.info(
+            "the validation is saturated (best CER %.4f, none lower in the last %d epochs): the "
+            "budget of %d epochs ends at %d, its learning-rate schedule compressed into them "
+            "(--shorten none turns this off)",
+            self.state.best_cer,
+            SATURATED_EPOCHS,
+            budget,
+            shorter,
+        )
+        if self.bar is not None:
+            self.bar.total = shorter * self.steps_per_epoch
 
     def budget_extended(self, budget: int) -> None:
         """Say so when the budget grows because validation still improved at its end."""

@@ -78,9 +78,10 @@ class RunState:
     elapsed_s: float = 0.0
     stop_reason: str = ""
     augment_from: int = -1  # first epoch (0-based) trained with augmentation; -1: not yet
-    # The epoch budget once fitted to the time limit or extended; 0: config.epochs.
+    # The epoch budget once fitted to the time limit, extended or shortened; 0: config.epochs.
     epochs_fitted: int = 0
     epochs_extended: int = 0  # epochs added because validation still improved (epochs.extension)
+    saturated_at: int = 0  # the epoch whose validation was found saturated (epochs.shortening)
     stuck: bool = False  # the run sat on the CTC blank plateau for a fair share of its budget
 
     @property

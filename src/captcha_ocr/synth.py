@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFont
 
 from captcha_ocr.charset import DEFAULT_CHARSET
-from captcha_ocr.config import EXTEND_NONE, TIME_LIMIT_NONE, ModelSpec, TrainConfig
+from captcha_ocr.config import ADAPT_NONE, TIME_LIMIT_NONE, ModelSpec, TrainConfig
 from captcha_ocr.data import Sample, most_common_size, split_samples
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import atomic_path
@@ -250,7 +250,8 @@ def pretrain_on_synth(
             epochs=config.pretrain_epochs,
             patience=config.pretrain_epochs,
             time_limit=TIME_LIMIT_NONE,
-            extend=EXTEND_NONE,  # a fixed first stage: the fine-tuning is what may grow
+            extend=ADAPT_NONE,  # a fixed first stage: the fine-tuning is what adapts
+            shorten=ADAPT_NONE,
         )
         log.info(
             "%s on %d synthetic captchas (%s, lengths %d-%d, %dx%d) for %d epochs",

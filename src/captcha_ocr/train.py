@@ -20,8 +20,8 @@ from pathlib import Path
 
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import (
-    EXTEND_AUTO,
-    EXTEND_NONE,
+    ADAPT_AUTO,
+    ADAPT_NONE,
     TIME_LIMIT_AUTO,
     TIME_LIMIT_NONE,
     ModelSpec,
@@ -301,11 +301,12 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
             config.epochs * batches_per_epoch(len(train_samples), config.batch_size),
             f", fitted to end within {limit:g} s (--time-limit)" if limit else "",
         )
-    else:  # the user's own budget: no time bound unless one is given, and no extension
+    else:  # the user's own budget: no time bound unless one is given, kept as given
         if config.time_limit == TIME_LIMIT_AUTO:
             config = dataclasses.replace(config, time_limit=TIME_LIMIT_NONE)
-        if config.extend == EXTEND_AUTO:
-            config = dataclasses.replace(config, extend=EXTEND_NONE)
+        for key in ("extend", "shorten"):
+            if getattr(config, key) == ADAPT_AUTO:
+                config = dataclasses.replace(config, **{key: ADAPT_NONE})
     data_info = {"source": str(data), "count": len(samples)}
     return _Run(spec, config, train_samples, val_samples, data_info)
 
@@ -330,8 +331,8 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
     """
     spec, config, data_info = load_run_config(run_dir)
     changes = {k: v for k, v in (("epochs", epochs), ("devices", devices)) if v is not None}
-    if epochs is not None:  # the user's own budget: no time bound, no extension (as when new)
-        changes.update(time_limit=TIME_LIMIT_NONE, extend=EXTEND_NONE)
+    if epochs is not None:  # the user's own budget: no time bound, kept as given (as when new)
+        changes.update(time_limit=TIME_LIMIT_NONE, extend=ADAPT_NONE, shorten=ADAPT_NONE)
     if changes:
         config = dataclasses.replace(config, **changes)
         validate_train_config(config)
@@ -355,7 +356,7 @@ def _resumed_run(run_dir: Path, epochs: int | None, devices: int | None) -> _Run
         run.history = read_history(run_dir / HISTORY_FILE)[: run.state.epochs_done]
         run.state.stop_reason = ""
         if epochs is not None:
-            run.state.epochs_fitted = run.state.epochs_extended = 0
+            run.state.epochs_fitted = run.state.epochs_extended = run.state.saturated_at = 0
         if run.state.epochs_done >= epoch_budget(run.state, config):
             raise CaptchaOCRError(
                 f"{run_dir} already ran its {epoch_budget(run.state, config)} epochs; nothing "

@@ -11,8 +11,8 @@ import logging
 
 from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
 from captcha_ocr.config import (
-    EXTEND_AUTO,
-    EXTEND_NONE,
+    ADAPT_AUTO,
+    ADAPT_NONE,
     INIT_AUTO,
     INIT_NONE,
     INT8_MAX_ACCURACY_DROP,
@@ -20,7 +20,13 @@ from captcha_ocr.config import (
     TIME_LIMIT_NONE,
     TrainConfig,
 )
-from captcha_ocr.epochs import AUTO_SECONDS_PER_IMAGE, AUTO_TIME_LIMIT_S
+from captcha_ocr.epochs import (
+    AUTO_SECONDS_PER_IMAGE,
+    AUTO_TIME_LIMIT_S,
+    SATURATED_CER,
+    SATURATED_EPOCHS,
+    SATURATED_MIN_IMAGES,
+)
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.presets import FINE_TUNE
 from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, SUSPECTS_CSV
@@ -61,6 +67,7 @@ CONFIG_FLAGS = (
     "val_fraction",
     "time_limit",
     "extend",
+    "shorten",
     "pretrain",
     "init",
     "pretrain_images",
@@ -121,10 +128,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--extend",
-        choices=(EXTEND_AUTO, EXTEND_NONE),
+        choices=(ADAPT_AUTO, ADAPT_NONE),
         help="a budget that ends while the validation CER still falls by a fifth or more over "
         "its last quarter grows by half, once, within the time limit (default auto: with the "
         "automatic budget; with --epochs none)",
+    )
+    p.add_argument(
+        "--shorten",
+        choices=(ADAPT_AUTO, ADAPT_NONE),
+        help=f"a run that reads its {SATURATED_MIN_IMAGES} or more validation images nearly all "
+        f"right (CER <= {SATURATED_CER:g}) and has read no more for {SATURATED_EPOCHS} epochs ends "
+        f"{SATURATED_EPOCHS} epochs later, its learning-rate schedule compressed into them "
+        "(default auto: with the automatic budget; with --epochs none)",
     )
     p.add_argument(
         "--pretrain",
