@@ -106,12 +106,15 @@ export function specFromMetadata(metadata, source = 'the model') {
     [isInt(spec?.height) && isInt(spec?.width) && spec.height >= 1 && spec.width >= 1,
       'height and width must be integers >= 1'],
     [isInt(spec?.max_label_length) && spec.max_label_length >= 1, 'max_label_length must be >= 1'],
+    [isInt(spec?.min_label_length ?? 0) && (spec?.min_label_length ?? 0) >= 0 &&
+      (spec?.min_label_length ?? 0) <= spec?.max_label_length,
+      'min_label_length must be between 0 and max_label_length'],
     [(spec?.blank_index ?? 0) === BLANK, 'blank_index must be 0'],
   ];
   for (const [ok, message] of checks) {
     if (!ok) throw new CaptchaOCRError(`${source}: bad captcha-ocr metadata (${message}); ${EXPORT_AGAIN}`);
   }
-  return { ...spec, blank_index: spec.blank_index ?? 0, chars };
+  return { ...spec, blank_index: spec.blank_index ?? 0, min_label_length: spec.min_label_length ?? 0, chars };
 }
 
 // --- CTC decoding (captcha_ocr.decode) -------------------------------------------------------
@@ -166,6 +169,71 @@ export function greedyDecode(logProbs, steps, classes) {
   return { classes: decoded, confidence: Math.exp(pathLogProb) };
 }
 
+/** The most probable single path of one sequence whose text has between `low` and `high`
+ * classes (Viterbi), and that path's probability: what greedyDecode reads when the best path of
+ * all has another length (decode.length_decode). Falls back to greedyDecode when no path of
+ * those lengths is possible. */
+export function lengthDecode(logProbs, steps, classes, low, high) {
+  high = Math.min(high, steps);
+  const states = (high + 1) * classes; // [count k][symbol s]: k classes emitted, on s now
+  let score = new Float64Array(states).fill(-Infinity);
+  score[BLANK] = logProbs[BLANK];
+  if (high >= 1) for (let c = 1; c < classes; c++) score[classes + c] = logProbs[c];
+  const cameFrom = new Int32Array(steps * states); // the symbol a step before
+  for (let t = 1; t < steps; t++) {
+    const row = t * classes;
+    const next = new Float64Array(states);
+    for (let k = 0; k <= high; k++) {
+      const at = k * classes;
+      // To the blank: from any symbol, the count unchanged (the first of equal maxima).
+      let best = 0;
+      for (let s = 1; s < classes; s++) if (score[at + s] > score[at + best]) best = s;
+      next[at + BLANK] = score[at + best] + logProbs[row + BLANK];
+      cameFrom[t * states + at + BLANK] = best;
+      // The two best classes at count k - 1: the best other than c is one of them.
+      let first = -1;
+      let second = -1;
+      if (k >= 1) {
+        const before = at - classes;
+        for (let s = 1; s < classes; s++) {
+          const v = score[before + s];
+          if (first < 0 || v > score[before + first]) { second = first; first = s; }
+          else if (second < 0 || v > score[before + second]) second = s;
+        }
+      }
+      for (let c = 1; c < classes; c++) {
+        // Stay on c (count k), or come from count k - 1 on the blank or on another class.
+        let value = score[at + c];
+        let from = c;
+        if (k >= 1) {
+          const before = at - classes;
+          const other = c === first ? second : first;
+          const otherScore = other >= 1 ? score[before + other] : -Infinity;
+          const blankScore = score[before + BLANK];
+          const [moved, movedFrom] = blankScore >= otherScore ? [blankScore, BLANK] : [otherScore, other];
+          if (moved > value) { value = moved; from = movedFrom; }
+        }
+        next[at + c] = value + logProbs[row + c];
+        cameFrom[t * states + at + c] = from;
+      }
+    }
+    score = next;
+  }
+  let end = -1;
+  for (let i = Math.max(0, low) * classes; i < states; i++) if (end < 0 || score[i] > score[end]) end = i;
+  if (low > high || end < 0 || !Number.isFinite(score[end])) return greedyDecode(logProbs, steps, classes);
+  const pathLogProb = score[end];
+  let count = Math.floor(end / classes);
+  let symbol = end % classes;
+  const decoded = [];
+  for (let t = steps - 1; t >= 0; t--) {
+    const previous = t ? cameFrom[t * states + count * classes + symbol] : BLANK;
+    if (symbol !== BLANK && (t === 0 || previous !== symbol)) { decoded.push(symbol); count -= 1; }
+    symbol = previous;
+  }
+  return { classes: decoded.reverse(), confidence: Math.exp(pathLogProb) };
+}
+
 // --- the reader ------------------------------------------------------------------------------
 
 /** Reads captchas with an exported captcha-ocr ONNX model. */
@@ -192,7 +260,7 @@ export class CaptchaReader {
   constructor(ort, session, spec, metadata, decodeImage, source) {
     this.ort = ort;
     this.session = session;
-    this.spec = spec; // preset, charset, height, width, channels, max_label_length, blank_index
+    this.spec = spec; // preset, charset, height, width, channels, min/max_label_length, blank_index
     this.chars = spec.chars; // code points: charset[i] is class i + 1
     this.notUsable = metadata[NOT_USABLE_KEY] ?? ''; // why training judged it not usable
     this.decodeImage = decodeImage;
@@ -238,7 +306,12 @@ export class CaptchaReader {
     const predictions = [];
     for (let b = 0; b < batch; b++) {
       const row = restrict(data.subarray(b * size, (b + 1) * size), steps, classes, mask);
-      const { classes: decoded, confidence } = greedyDecode(row, steps, classes);
+      // A text of a length the model was never trained on is surely wrong: the best path of
+      // the trained lengths instead (decode.decode_batch).
+      const { min_label_length: low, max_label_length: high } = this.spec;
+      let read = greedyDecode(row, steps, classes);
+      if (read.classes.length < low || read.classes.length > high) read = lengthDecode(row, steps, classes, low, high);
+      const { classes: decoded, confidence } = read;
       predictions.push({ text: decoded.map((c) => this.chars[c - 1]).join(''), confidence });
     }
     return predictions;

@@ -13,8 +13,10 @@ from captcha_ocr.charset import BLANK, Charset, ctc_steps_needed
 from captcha_ocr.decode import (
     allowed_mask,
     beam_search_decode,
+    decode_batch,
     greedy_decode,
     greedy_decode_batch,
+    length_decode,
     restrict,
 )
 from captcha_ocr.errors import CaptchaOCRError
@@ -261,3 +263,53 @@ def test_restricted_output_never_contains_disallowed_chars(seed):
     for text in (greedy_text, beam_text, batch_text):
         assert set(text) <= set(allowed)
     assert greedy_text  # not all blanks: the allowed characters still get read
+
+
+def _collapse(path: tuple[int, ...]) -> list[int]:
+    return [c for i, c in enumerate(path) if c != BLANK and (i == 0 or c != path[i - 1])]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_length_decode_is_the_best_path_of_those_lengths_by_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    steps, classes = int(rng.integers(1, 7)), int(rng.integers(2, 5))
+    log_probs = random_log_probs(seed, steps, classes)
+    if seed % 4 == 0:  # a class the output may not use (restrict), as with --allowed-chars
+        log_probs[:, int(rng.integers(1, classes))] = -np.inf
+    low = int(rng.integers(0, 4))  # 0: a model that does not know its shortest label
+    high = int(rng.integers(max(low, 1), 5))
+    paths = [
+        (float(sum(log_probs[t, c] for t, c in enumerate(path))), _collapse(path))
+        for path in itertools.product(range(classes), repeat=steps)
+        if low <= len(_collapse(path)) <= high
+    ]
+    classes_read, probability = length_decode(log_probs, (low, high))
+    finite = [p for p in paths if np.isfinite(p[0])]
+    if not finite:  # no path of those lengths: the greedy read
+        assert classes_read == greedy_decode(log_probs)[0]
+        return
+    best = max(score for score, _ in finite)
+    assert low <= len(classes_read) <= high
+    assert np.log(probability) == pytest.approx(best)
+    # The text read is one that path spells.
+    assert best == pytest.approx(max(score for score, text in finite if text == classes_read))
+
+
+def test_a_read_of_a_trained_length_is_kept_and_another_is_held_to_them() -> None:
+    """The best path reads "aab" (3 classes); a model trained on 2-character labels reads the
+    best 2-class path instead, at that path's (lower) probability."""
+    a, b = 1, 2
+    log_probs = np.stack([peaked_log_probs([a, BLANK, a, b, b], 3, peak=0.9)])
+    ((free, free_p),) = decode_batch(log_probs, (1, 3))
+    ((held, held_p),) = decode_batch(log_probs, (2, 2))
+    assert free == [a, a, b] == greedy_decode(log_probs[0])[0]
+    assert len(held) == 2 and held_p < free_p
+    assert decode_batch(log_probs) == greedy_decode_batch(log_probs)
+
+
+def test_beam_search_keeps_to_the_trained_lengths() -> None:
+    a, b = 1, 2
+    log_probs = peaked_log_probs([a, BLANK, a, b, b], 3, peak=0.9)
+    assert len(beam_search_decode(log_probs, 5)[0]) == 3
+    assert len(beam_search_decode(log_probs, 5, (2, 2))[0]) == 2
+    assert len(beam_search_decode(log_probs, 1, (4, 5))[0]) in (4, 5)  # no beam that long

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from captcha_ocr.config import load_run_config
+from captcha_ocr.runfolder import RunState
 from captcha_ocr.warmstart import _class_map, init_spec, resample_rows
 from tests.helpers import fails, succeeds
 
@@ -110,11 +111,13 @@ def test_train_init_starts_where_the_source_run_ended(
     assert spec.preset == "tiny"  # the network of the run it started from, without --preset
     assert config.init == str(trained_run)
 
-    def last_val_loss(run: Path) -> float:
+    def val_loss(run: Path, epoch: int) -> float:
         with open(run / "history.csv", newline="") as f:
-            return float(list(csv.DictReader(f))[-1]["val_loss"])
+            return float(next(r for r in csv.DictReader(f) if int(r["epoch"]) == epoch)["val_loss"])
 
-    source, started = last_val_loss(trained_run), last_val_loss(out / "latest")
+    # The source's best epoch is the model that --init starts from.
+    source = val_loss(trained_run, RunState.load(trained_run).best_epoch)
+    started = val_loss(out / "latest", 1)
     assert started == pytest.approx(source, rel=0.15)
 
 

@@ -132,10 +132,19 @@ class ModelSpec:
     max_label_length: int
     blank_index: int = 0
     version: str = __version__
+    # The shortest label trained on (0: not known, a model made before it was kept). A read
+    # of a length outside min..max_label_length is surely wrong: the reader takes the best
+    # path of those lengths instead (decode.decode_batch).
+    min_label_length: int = 0
 
     @property
     def num_classes(self) -> int:
         return len(self.charset) + 1
+
+    @property
+    def label_lengths(self) -> tuple[int, int]:
+        """The shortest and the longest text the model reads (see decode.length_decode)."""
+        return self.min_label_length, self.max_label_length
 
     @property
     def input_size(self) -> ImageSize:
@@ -408,6 +417,10 @@ def validate_model_spec(spec: ModelSpec, known_preset: bool = True) -> None:
         (spec.channels in (1, 3), "channels must be 1 or 3"),
         (min(spec.height, spec.width) >= 1, "height and width must be >= 1"),
         (spec.max_label_length >= 1, "max_label_length must be >= 1"),
+        (
+            0 <= spec.min_label_length <= spec.max_label_length,
+            "min_label_length must be between 0 and max_label_length",
+        ),
         (spec.blank_index == 0, "blank_index must be 0"),
     ]
     for ok, message in checks:

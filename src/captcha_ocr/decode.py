@@ -58,6 +58,87 @@ def greedy_decode_batch(log_probs: np.ndarray) -> list[tuple[list[int], float]]:
     ]
 
 
+def length_decode(log_probs: np.ndarray, lengths: tuple[int, int]) -> tuple[list[int], float]:
+    """The most probable single CTC path of one sequence ``(T, C)`` whose text has between
+    ``lengths[0]`` and ``lengths[1]`` classes (Viterbi), and that path's probability: what
+    :func:`greedy_decode` reads when the best path of all has another length. Falls back to
+    the greedy read when no path of those lengths is possible.
+
+    >>> lp = np.log(np.array([[.1, .9, 0], [.6, .4, 0], [.1, .9, 0]]) + 1e-12)  # "a", blank, "a"
+    >>> greedy_decode(lp)[0], length_decode(lp, (1, 1))[0], length_decode(lp, (2, 2))[0]
+    ([1, 1], [1], [1, 1])
+    """
+    low, high = lengths
+    steps, num_classes = log_probs.shape
+    high = min(high, steps)
+    # score[k, s]: the best path so far that has emitted k classes and is on symbol s now
+    # (s = BLANK: between classes; else: on the k-th class, possibly repeated).
+    score = np.full((high + 1, num_classes), -np.inf)
+    score[0, BLANK] = log_probs[0, BLANK]
+    if high >= 1:
+        score[1, 1:] = log_probs[0, 1:]
+    came_from = np.zeros((steps, high + 1, num_classes), np.int64)  # the symbol a step before
+    counts, classes = np.arange(high + 1), np.arange(num_classes)
+    for t in range(1, steps):
+        new = np.empty_like(score)
+        # To the blank: from any symbol, the count unchanged.
+        best_symbol = score.argmax(axis=1)
+        new[:, BLANK] = score[counts, best_symbol] + log_probs[t, BLANK]
+        came_from[t, :, BLANK] = best_symbol
+        # To class c at count k: stay on c (k), or come from count k - 1 on the blank or on a
+        # class other than c (two best classes: the best other than c is one of them).
+        new[:, 1:] = score[:, 1:]
+        came_from[t, :, 1:] = classes[1:]
+        if high >= 1:
+            before = score[:-1]  # counts 0 .. high-1
+            # (the first of equal scores, as the JS reader takes it)
+            ranked = np.argsort(-before[:, 1:], axis=1, kind="stable")[:, :2] + 1  # (high, <=2)
+            first = ranked[:, 0]
+            second = ranked[:, 1] if num_classes > 2 else ranked[:, 0]
+            other = np.where(classes[None, 1:] == first[:, None], second[:, None], first[:, None])
+            other_score = np.take_along_axis(before, other, axis=1)
+            other_score[other == classes[None, 1:]] = -np.inf  # one class only: no other
+            from_blank = before[:, BLANK][:, None] >= other_score
+            moved = np.where(from_blank, before[:, BLANK][:, None], other_score)
+            moved_from = np.where(from_blank, BLANK, other)
+            better = moved > new[1:, 1:]
+            new[1:, 1:] = np.where(better, moved, new[1:, 1:])
+            came_from[t, 1:, 1:] = np.where(better, moved_from, came_from[t, 1:, 1:])
+        emit = log_probs[t].copy()
+        emit[BLANK] = 0.0  # added above
+        score = new + emit
+    ends = score[low : high + 1] if low <= high else score[:0]
+    if not ends.size or not np.isfinite(ends.max()):
+        return greedy_decode(log_probs)
+    count, symbol = np.unravel_index(int(ends.argmax()), ends.shape)
+    count, symbol = int(count) + low, int(symbol)
+    path_log_prob = float(score[count, symbol])
+    decoded: list[int] = []
+    for t in range(steps - 1, -1, -1):
+        previous = int(came_from[t, count, symbol]) if t else BLANK
+        if symbol != BLANK and (t == 0 or previous != symbol):
+            decoded.append(symbol)
+            count -= 1
+        symbol = previous
+    return decoded[::-1], float(np.exp(path_log_prob))
+
+
+def decode_batch(
+    log_probs: np.ndarray, lengths: tuple[int, int] | None = None
+) -> list[tuple[list[int], float]]:
+    """Greedy reads of a batch ``(B, T, C)``; with ``lengths`` (the shortest and longest text
+    the model was trained on), a read of another length is replaced by the best path of those
+    lengths (:func:`length_decode`): a text of a length never seen is surely wrong."""
+    decoded = greedy_decode_batch(log_probs)
+    if lengths is None:
+        return decoded
+    low, high = lengths
+    return [
+        read if low <= len(read[0]) <= high else length_decode(row, lengths)
+        for read, row in zip(decoded, log_probs)
+    ]
+
+
 def greedy_steps(log_probs: np.ndarray) -> list[list[int]]:
     """The time steps that emitted each class of :func:`greedy_decode`'s output, in order.
 
@@ -118,11 +199,15 @@ def align(log_probs: np.ndarray, classes: list[int]) -> list[list[int]]:
     return emitted
 
 
-def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[list[int], float]:
+def beam_search_decode(
+    log_probs: np.ndarray, beam_width: int = 10, lengths: tuple[int, int] | None = None
+) -> tuple[list[int], float]:
     """CTC prefix beam search over one sequence ``(T, C)`` of log-probabilities.
 
     Returns the most probable collapsed class sequence and its probability summed over all
     the paths that collapse to it (within the beam): the model's probability of the text.
+    With ``lengths`` (shortest, longest), the most probable beam of such a length; when no
+    beam has one, :func:`length_decode`'s read.
     """
     if beam_width < 1:
         raise CaptchaOCRError("beam_width must be >= 1")
@@ -149,6 +234,10 @@ def beam_search_decode(log_probs: np.ndarray, beam_width: int = 10) -> tuple[lis
                     _add(following, (*prefix, int(c)), neg_inf, p_total + p)
         ranked = sorted(following.items(), key=lambda kv: -np.logaddexp(*kv[1]))
         beams = {prefix: (b, last) for prefix, (b, last) in ranked[:beam_width]}
+    if lengths is not None:
+        beams = {k: v for k, v in beams.items() if lengths[0] <= len(k) <= lengths[1]}
+        if not beams:
+            return length_decode(log_probs, lengths)
     best_prefix, (p_blank, p_last) = max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))
     return list(best_prefix), float(np.exp(np.logaddexp(p_blank, p_last)))
 

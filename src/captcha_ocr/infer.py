@@ -24,7 +24,7 @@ from captcha_ocr.decode import (
     align,
     allowed_mask,
     beam_search_decode,
-    greedy_decode_batch,
+    decode_batch,
     greedy_steps,
     restrict,
 )
@@ -231,10 +231,11 @@ class Reader:
         """CTC-decode ``(B, T, classes)`` log-probabilities into predictions; with
         ``positions``, each also says where each of its characters was read."""
         log_probs = restrict(log_probs, allowed_mask(self.charset, allowed_chars))
+        lengths = self.spec.label_lengths
         if beam_width <= 1:
-            decoded = greedy_decode_batch(log_probs)
+            decoded = decode_batch(log_probs, lengths)
         else:
-            decoded = [beam_search_decode(row, beam_width) for row in log_probs]
+            decoded = [beam_search_decode(row, beam_width, lengths) for row in log_probs]
         predictions = [Prediction(self.charset.decode(classes), prob) for classes, prob in decoded]
         if not positions:
             return predictions
@@ -247,8 +248,11 @@ class Reader:
         self, log_probs: np.ndarray, classes: list[int], beam_width: int
     ) -> tuple[CharPosition, ...]:
         """Where each of ``classes``, decoded from ``(T, classes)`` log-probabilities, was read:
-        on the best path (greedy), or on the text's most probable path (beam search)."""
-        emitted = greedy_steps(log_probs) if beam_width <= 1 else align(log_probs, classes)
+        on the best path (greedy), or on the text's most probable path (beam search, or a
+        greedy read held to the trained lengths)."""
+        emitted = greedy_steps(log_probs) if beam_width <= 1 else []
+        if len(emitted) != len(classes):
+            emitted = align(log_probs, classes)
         columns = step_columns(self.spec, len(log_probs))
         positions = []
         for c, steps in zip(classes, emitted):

@@ -20,7 +20,7 @@ import numpy as np
 
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import TrainConfig
-from captcha_ocr.decode import ctc_loss, greedy_decode_batch
+from captcha_ocr.decode import ctc_loss, decode_batch
 from captcha_ocr.epochs import (
     SATURATED_EPOCHS,
     cosine_learning_rate,
@@ -289,7 +289,8 @@ class EpochMonitor(keras.callbacks.Callback):
                 for k in range(0, len(images), VALIDATION_BATCH)
             ])  # fmt: skip
         loss = float(np.mean(ctc_loss(log_probs, self.data.val_labels)))
-        texts = [self.charset.decode(classes) for classes, _ in greedy_decode_batch(log_probs)]
+        decoded = decode_batch(log_probs, self.data.spec.label_lengths)  # as the reader reads
+        texts = [self.charset.decode(classes) for classes, _ in decoded]
         cer, wer = error_rates(self.val_texts, texts)
         right = sum(label == text for label, text in zip(self.val_texts, texts))
         acc = right / max(1, len(texts))

@@ -90,6 +90,7 @@ def measure_spec(
         width=int(width),
         channels=channels,
         max_label_length=max(len(s.label) for s in samples),
+        min_label_length=min(len(s.label) for s in samples),
     )
 
 
