@@ -157,6 +157,24 @@ def test_int8_and_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
     assert "| float |" in text and "| int8 |" in text
 
 
+def test_length_held_reads_a_kept_run_both_ways(trained_run: Path, tmp_path: Path, capsys) -> None:
+    """A real_sites.py --keep folder: the run under runs/latest, the held-out part in test.csv."""
+    import shutil
+
+    import length_held
+
+    folder = tmp_path / "synth-0"
+    shutil.copytree(trained_run, folder / "runs" / "latest")
+    shutil.copy(trained_run / "val.csv", folder / "test.csv")
+    assert length_held.main([str(folder), "--no-record"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| synth-0")]
+    assert [row.split(" | ")[1] for row in rows] == ["validation", "held-out"]
+    counts = length_held.read_both(folder / "runs" / "latest", folder / "test.csv")
+    # Only reads of another length change, and those were wrong: none can break.
+    assert counts["broken"] == 0 and counts["fixed"] <= counts["off_length"]
+    assert counts["held"] == counts["free"] + counts["fixed"]
+
+
 def test_labels_needed_smoke(synth_dir: Path, tmp_path: Path, capsys) -> None:
     """A real training (one epoch of the default network) from the shipped base model: the
     row, the table, the headline and the plot are written. The other starts run the same
