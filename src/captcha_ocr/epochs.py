@@ -88,12 +88,12 @@ EXTEND_SHARE = 0.5
 # A run whose validation is saturated has shown all its validation images can show: once its
 # best validation CER is SATURATED_CER or less and SATURATED_EPOCHS epochs in a row brought no
 # lower one, its budget ends SATURATED_EPOCHS epochs later, the cosine schedule compressed into
-# them (the learning rate steps down and decays to its floor there). Only with
+# them (the learning rate steps down and decays to its floor there). Only on
 # SATURATED_MIN_IMAGES validation images or more (the default split of 3,000 images), where
-# the time goes: on fewer a CER of 0 is a handful of captchas. Measured at 3,000 images (bench/RESULTS.md, time-bar-3000):
-# amazon, lanzhou_digits and henan_digits had their final validation CER (0 / 0.0007 / 0.0042)
-# after 2 to 3 of their 20 epochs, which took 5.5 to 8.1 minutes; rkn_securimage, still learning
-# until epoch 14-17, stays above 0.005.
+# the time goes; on fewer a CER of 0 is a handful of captchas. Measured at 3,000 images
+# (bench/RESULTS.md, time-bar-3000): amazon, lanzhou_digits and henan_digits had their final
+# validation CER (0 / 0.0007 / 0.0042) after 2 or 3 of their 20 epochs, which took 5.5 to 8.1
+# minutes in all.
 SATURATED_CER = 0.005
 SATURATED_EPOCHS = 3
 SATURATED_MIN_IMAGES = 300
