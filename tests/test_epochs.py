@@ -24,6 +24,7 @@ def _run(
     scores: list[tuple[float, float]],
     steps_per_epoch: int = 100,
     val_images: int = 0,
+    val_chars: int = 0,
     **config: object,
 ) -> tuple[list, RunState]:
     """Judge epochs of (val_loss, val_cer) until a verdict stops; returns the verdicts."""
@@ -37,7 +38,7 @@ def _run(
             {"epoch": epoch, "loss": loss, "val_loss": loss, "val_cer": cer, "val_acc": acc}
             | {"lr": 1e-3, "elapsed_s": epoch}
         )
-        verdict = judge_epoch(state, history, cfg, steps_per_epoch, val_images)
+        verdict = judge_epoch(state, history, cfg, steps_per_epoch, val_images, val_chars)
         verdicts.append(verdict)
         state = verdict.state
         if verdict.stop_reason:
@@ -296,3 +297,31 @@ def test_recorded_runs_are_found_saturated_where_they_were(name: str, saturated_
     history = read_history(Path(__file__).parent / "histories" / name)
     found = [n for n in range(1, len(history) + 1) if saturated(history[:n], 300)]
     assert (found[0] if found else None) == saturated_epoch
+
+
+def _best_epochs(history: list[dict], val_chars: int, **config: object) -> list[int]:
+    """The best checkpoint's epoch after each epoch of a recorded history."""
+    cfg, state, best = TrainConfig(epochs=len(history), **config), RunState(), []
+    for n in range(1, len(history) + 1):
+        state = judge_epoch(state, history[:n], cfg, 100, 244, val_chars).state
+        best.append(state.best_epoch)
+    return best
+
+
+def test_the_checkpoint_is_the_latest_epoch_within_the_noise_of_the_lowest_cer() -> None:
+    """rkn_securimage, seed 2 (244 validation images, 1,464 characters): the lowest CER is
+    epoch 8's 0.0082 (12 characters); one standard error is 3.5 characters, so the checkpoint
+    moves on to the later epochs within 0.0106 and ends at epoch 20 (0.0102). Taken alone, the
+    lowest CER kept epoch 8."""
+    history = read_history(Path(__file__).parent / "histories" / "rkn_seed2.csv")
+    best = _best_epochs(history, 1464)
+    assert best[7] == 8 and best[11] == 11  # epoch 12 (0.0116) is more than the noise above
+    assert best[-1] == 20
+    assert _best_epochs(history, 0)[-1] == 8  # characters not known: the lowest CER
+    assert _best_epochs(history, 1464, prefer_later=False)[-1] == 8
+
+
+def test_at_a_cer_of_zero_the_checkpoint_moves_only_to_equal_epochs() -> None:
+    scores = [(1.0, 0.02), (0.5, 0.0), (0.4, 0.0007), (0.3, 0.0)]
+    verdicts, _ = _run(scores, val_images=300, val_chars=1500, patience=40, epochs=4)
+    assert [v.new_best for v in verdicts] == [True, True, False, True]

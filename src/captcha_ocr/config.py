@@ -78,7 +78,9 @@ class TrainConfig:
     warmup_epochs: float = 3.0  # linear warm-up length for the cosine schedule
     patience: int = 40  # early stopping: epochs without a better validation CER (ties: loss);
     # at least 400 optimizer steps, and never before a validation captcha is read right
-    prefer_later: bool = True  # at equal validation CER keep the later epoch (not the lower loss)
+    # The best checkpoint is the latest epoch whose validation CER is within the noise (one
+    # standard error) of the lowest; False: the lowest CER, ties by the lower loss.
+    prefer_later: bool = True
     plateau_patience: int = 20  # "plateau" schedule: epochs before the learning rate is cut
     plateau_factor: float = 0.9  # "plateau" schedule: the cut
     val_fraction: float = 0.1  # share of the data held out for validation

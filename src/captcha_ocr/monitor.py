@@ -136,6 +136,7 @@ class EpochMonitor(keras.callbacks.Callback):
                 self.config,
                 self.steps_per_epoch,
                 len(self.val_texts),
+                sum(map(len, self.val_texts)),
             )
             self.state = verdict.state
             new_budget = epoch_budget(self.state, self.config)
