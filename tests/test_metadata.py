@@ -56,6 +56,7 @@ IMPOSSIBLE = {
     "2 channels": ({"channels": 2}, "channels must be 1 or 3"),
     "zero height": ({"height": 0}, "height and width must be >= 1"),
     "no label length": ({"max_label_length": 0}, "max_label_length must be >= 1"),
+    "shortest over longest": ({"min_label_length": 99}, "min_label_length must be between"),
     "blank index 1": ({"blank_index": 1}, "blank_index must be 0"),
 }
 

@@ -139,4 +139,6 @@ test('the metadata is read from the file and checked as Python checks it', async
   assert.throws(() => specFromMetadata(bad({ channels: 2 })), /channels must be 1 or 3/);
   assert.throws(() => specFromMetadata(bad({ charset: 'aa' })), /repeats a character/);
   assert.throws(() => specFromMetadata(bad({ height: 0 })), /height and width/);
+  assert.throws(() => specFromMetadata(bad({ min_label_length: 99 })), /min_label_length must be between/);
+  assert.equal(specFromMetadata(bad({ min_label_length: undefined })).min_label_length, 0); // older models
 });
