@@ -170,6 +170,14 @@ def epochs_in_time(history: Sequence[Row], config: TrainConfig) -> int | None:
     return len(history) + max(0, math.floor(left / max(pace, 1e-9)))
 
 
+def best_cer_before_and_in(history: Sequence[Row], window: int) -> tuple[float, float]:
+    """The best validation CER before the last ``window`` epochs, and the best in them."""
+    return (
+        min(row["val_cer"] for row in history[:-window]),
+        min(row["val_cer"] for row in history[-window:]),
+    )
+
+
 def recent_progress(history: Sequence[Row]) -> tuple[int, float, float] | None:
     """``(window, before, last)``: the last :data:`EXTEND_WINDOW_SHARE` of the epochs (at
     least two), the best validation CER before them and the best in them; None under 4 epochs.
@@ -180,8 +188,7 @@ def recent_progress(history: Sequence[Row]) -> tuple[int, float, float] | None:
     if len(history) < 4:
         return None
     window = max(2, math.ceil(EXTEND_WINDOW_SHARE * len(history)))
-    before = min(row["val_cer"] for row in history[:-window])
-    return window, before, min(row["val_cer"] for row in history[-window:])
+    return window, *best_cer_before_and_in(history, window)
 
 
 def still_improving(history: Sequence[Row]) -> bool:
@@ -234,8 +241,7 @@ def saturated(history: Sequence[Row], val_images: int) -> bool:
     """
     if val_images < SATURATED_MIN_IMAGES or len(history) <= SATURATED_EPOCHS:
         return False
-    best_before = min(row["val_cer"] for row in history[:-SATURATED_EPOCHS])
-    best_since = min(row["val_cer"] for row in history[-SATURATED_EPOCHS:])
+    best_before, best_since = best_cer_before_and_in(history, SATURATED_EPOCHS)
     return best_before <= SATURATED_CER and best_since >= best_before
 
 

@@ -80,6 +80,7 @@ class EpochMonitor(keras.callbacks.Callback):
         self.state, self.history, self.steps_per_epoch = state, history, steps_per_epoch
         self.charset = Charset(data.spec.charset)
         self.val_texts = [s.label for s in data.val_samples]
+        self.val_chars = sum(map(len, self.val_texts))  # what the CER is of (epochs.cer_noise)
         self.progress = progress
         self.bar = None
         self.warned = False
@@ -136,7 +137,7 @@ class EpochMonitor(keras.callbacks.Callback):
                 self.config,
                 self.steps_per_epoch,
                 len(self.val_texts),
-                sum(map(len, self.val_texts)),
+                self.val_chars,
             )
             self.state = verdict.state
             new_budget = epoch_budget(self.state, self.config)
@@ -223,10 +224,10 @@ class EpochMonitor(keras.callbacks.Callback):
         """Say so when the budget shrinks because the validation is saturated."""
         shorter = epoch_budget(self.state, self.config)
         log.info(
-            "the validation is saturated (best CER %.4f, none lower in the last %d epochs): the "
-            "budget of %d epochs ends at %d, its learning-rate schedule compressed into them "
+            "the validation is saturated (lowest CER %.4f, none lower in the last %d epochs): "
+            "the budget of %d epochs ends at %d, its learning-rate schedule compressed into them "
             "(--shorten none turns this off)",
-            self.state.best_cer,
+            min(row["val_cer"] for row in self.history),
             SATURATED_EPOCHS,
             budget,
             shorter,
