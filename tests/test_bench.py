@@ -175,6 +175,25 @@ def test_length_held_reads_a_kept_run_both_ways(trained_run: Path, tmp_path: Pat
     assert counts["held"] == counts["free"] + counts["fixed"]
 
 
+def test_reject_threshold_compares_both_rules_on_a_kept_run(
+    trained_run: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    import reject_threshold
+
+    folder = tmp_path / "synth-0"
+    shutil.copytree(trained_run, folder / "runs" / "latest")
+    shutil.copy(trained_run / "val.csv", folder / "test.csv")
+    assert reject_threshold.main([str(folder), "--no-record"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| synth-0")]
+    assert [row.split(" | ")[1] for row in rows] == list(reject_threshold.RULES)
+    for row in reject_threshold.compare(folder):
+        # the held-out part is the validation split here: both measures agree
+        assert row["test_accepts"] == pytest.approx(row["val_accepts"])
+        assert row["test_precision"] == pytest.approx(row["val_precision"])
+
+
 def test_labels_needed_smoke(synth_dir: Path, tmp_path: Path, capsys) -> None:
     """A real training (one epoch of the default network) from the shipped base model: the
     row, the table, the headline and the plot are written. The other starts run the same

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import warnings
@@ -30,8 +29,8 @@ from captcha_ocr.metadata import (
     metadata_from_spec,
     write_metadata,
 )
-from captcha_ocr.metrics import REJECT_PRECISION, threshold_for_precision
-from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
+from captcha_ocr.metrics import REJECT_PRECISION, reads_to_show, threshold_for_precision
+from captcha_ocr.runfolder import INT8_ONNX_FILE, ONNX_FILE, SUSPECTS_CSV, TRAIN_CSV, VAL_CSV
 from captcha_ocr.version import __version__
 
 log = logging.getLogger(__name__)
@@ -247,8 +246,8 @@ def export_run(run_dir: str | Path, parity_images: int = PARITY_IMAGES) -> Path:
 
 def add_reject_threshold(onnx_path: Path, samples: list) -> float | None:
     """Choose the ``min_confidence`` that keeps ``REJECT_PRECISION`` of the readings of
-    ``samples`` right and store it in the ONNX file's metadata (atomically); None (and
-    nothing stored) when no sample could be read."""
+    ``samples`` right (:func:`threshold_for_precision`) and store it in the ONNX file's
+    metadata (atomically); None (and nothing stored) when no sample could be read."""
     import onnx
 
     reader = Reader.load(onnx_path, warn_not_usable=False)
@@ -256,37 +255,40 @@ def add_reject_threshold(onnx_path: Path, samples: list) -> float | None:
     read = [(p, s.label) for p, s in zip(predictions, samples) if p.error is None]
     if not read:
         return None
-    threshold, accepts = threshold_for_precision(
+    chosen = threshold_for_precision(
         [p.confidence for p, _ in read], [p.text == label for p, label in read]
     )
     proto = onnx.load(str(onnx_path))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
     metadata[THRESHOLD_KEY] = json.dumps(
-        {"min_confidence": threshold, "precision": REJECT_PRECISION, "accepts": accepts,
-         "images": len(read)}
+        {"min_confidence": chosen.min_confidence, "precision": chosen.precision,
+         "target": REJECT_PRECISION, "accepts": chosen.accepts, "images": len(read)}
     )  # fmt: skip
     write_metadata(proto, metadata)
     with atomic_path(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
-    log.info(
-        "reject threshold: min_confidence %.3f keeps %.0f%% precision on %d validation images "
-        "and accepts %.1f%% of them (stored in the model; predict --min-confidence recommended)",
-        threshold,
-        100 * REJECT_PRECISION,
-        len(read),
-        100 * accepts,
+    summary = (
+        f"min_confidence {chosen.min_confidence:.3f} keeps {100 * chosen.precision:.1f}% "
+        f"precision on {len(read)} validation images and accepts {100 * chosen.accepts:.1f}% "
+        "of them (stored in the model; predict --min-confidence recommended)"
     )
-    needed = math.ceil(1 / (1 - REJECT_PRECISION) - 1e-9)  # 100 for 0.99 (not 101 by rounding)
-    if len(read) < needed:
-        # Under 100 images one misread already costs more than 1 %: the threshold must then
-        # rise above every misread, however sure (captcha_images_v2, 83 validation images:
-        # one sure misread set it at 0.999, accepting 6 % of a 99.5 % model's reads).
+    if chosen.precision >= REJECT_PRECISION:
+        log.info("reject threshold: %s", summary)
+    else:
+        log.warning(
+            "reject threshold: no min_confidence keeps %.0f%% precision on enough validation "
+            "images to show it: %s, the highest within the noise. Sure misreads cap it; where "
+            "the model is right and the label wrong, fix the labels (%s lists them)",
+            100 * REJECT_PRECISION,
+            summary,
+            SUSPECTS_CSV,
+        )
+    if len(read) < reads_to_show(REJECT_PRECISION):
         log.warning(
             "the reject threshold rests on %d validation images, fewer than the %d that can "
-            "show %.0f%% precision: it rises above every misread among them, so it may reject "
-            "far more than needed; more labeled images (or --val-fraction) make it sounder",
+            "show %.0f%% precision; more labeled images (or --val-fraction) make it sounder",
             len(read),
-            needed,
+            reads_to_show(REJECT_PRECISION),
             100 * REJECT_PRECISION,
         )
-    return threshold
+    return chosen.min_confidence

@@ -138,8 +138,9 @@ class Reader:
         # Why training judged this model not usable (it did not learn); "" when it is usable.
         metadata = session.get_modelmeta().custom_metadata_map
         self.not_usable = metadata.get(NOT_USABLE_KEY, "")
-        # The min_confidence that kept 99 % precision on the run's validation images, chosen
-        # at export; None for models exported without one.
+        # The min_confidence chosen at export for 99 % precision on the run's validation
+        # images (or the highest they allow; metrics.threshold_for_precision); None for models
+        # exported without one.
         self.recommended_min_confidence = threshold_from_metadata(metadata)
 
     def min_confidence(self, value: float | str | None) -> float | None:

@@ -24,8 +24,10 @@ from captcha_ocr.version import __version__
 METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metadata_props
 # Present (with the reason) when training judged the model not usable: it did not learn.
 NOT_USABLE_KEY = "not_usable"
-# JSON {"min_confidence", "precision", "accepts", "images"}: the reject threshold that kept
-# REJECT_PRECISION on the run's validation images, the share it accepted, and how many.
+# JSON {"min_confidence", "precision", "target", "accepts", "images"}: the reject threshold
+# chosen for REJECT_PRECISION ("target") on the run's validation images, the precision it kept
+# there (below the target when none reached it; older models store the target), the share it
+# accepted, and how many images.
 THRESHOLD_KEY = "recommended_threshold"
 EXPORT_AGAIN = "export the model again with: captcha-ocr export RUN_DIR"  # ends the errors
 

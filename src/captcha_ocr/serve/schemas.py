@@ -32,8 +32,8 @@ class ReadOptions(BaseModel):
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["recommended"] | None = Field(
         None,
         description="A reading below this confidence has text null and rejected true; "
-        "'recommended': the model's own threshold, chosen at export to keep 99 % precision "
-        "on its validation images (see GET /v1/model).",
+        "'recommended': the model's own threshold, chosen at export for 99 % precision on "
+        "its validation images, or the highest they allow (see GET /v1/model).",
     )
     positions: bool | None = Field(
         None,
@@ -120,7 +120,7 @@ class ModelInfo(BaseModel):
     recommended_min_confidence: float | None = Field(
         None,
         description="The reject threshold chosen at export (99 % precision on the validation "
-        "images); what min_confidence=recommended uses. null: the export chose none.",
+        "images, or the highest they allow); what min_confidence=recommended uses. null: the export chose none.",
     )
     limits: Limits
 
