@@ -45,7 +45,7 @@ def test_presets_carry_what_the_modules_once_held() -> None:
         "tiny": 1,
     }
     stride = PRESETS["default"].width_stride
-    assert (stride.pixels(200, 5), stride.pixels(200, 6), stride.pixels(100, 4)) == (8, 4, 4)
+    assert (stride.pixels(240, 5), stride.pixels(200, 5), stride.pixels(100, 4)) == (8, 4, 4)
     assert PRESETS["reference"].width_stride is None and PRESETS["tiny"].width_stride is None
 
 
