@@ -4,6 +4,7 @@ images, stored in the ONNX metadata, used by ``min_confidence=recommended``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,9 @@ def test_threshold_keeps_the_most_readings_at_the_precision():
 
 
 def test_ties_are_kept_or_rejected_together():
+    # 0.9 would keep both reads at 0.9, one of them wrong: none keeps 99 %, and 2 of 3 is far
     chosen = threshold_for_precision([0.9, 0.9, 0.5], [True, False, True], 0.99, fewest=1)
-    assert chosen == (0.5, 1.0, 2 / 3)  # 0.9 would keep one of the two reads at 0.9
+    assert chosen[:2] == (1.0, 0.0) and math.isnan(chosen.precision)
 
 
 def test_a_sure_misread_among_the_first_reads_does_not_set_it():
@@ -56,6 +58,15 @@ def test_unsure_misreads_are_still_rejected():
     assert chosen == (confidences[251], 252 / 300, 250 / 252)
 
 
+def test_a_model_that_reads_little_rejects_nearly_all():
+    confidences = [1 - i / 1000 for i in range(300)]
+    correct = [i % 2 == 0 for i in range(300)]  # half right: 99 % is far out of reach
+    chosen = threshold_for_precision(confidences, correct)
+    assert chosen.min_confidence == 1.0 and chosen.accepts == 1 / 300 and chosen.precision == 1.0
+    chosen = threshold_for_precision([0.5] * 40, [False] * 40)
+    assert chosen.min_confidence == 1.0 and chosen.accepts == 0.0 and math.isnan(chosen.precision)
+
+
 def test_few_reads_need_half_of_them():
     # 40 reads, a sure misread 3rd: no threshold keeping 20 or more reaches 99 %
     confidences = [1 - i / 100 for i in range(40)]
@@ -69,8 +80,12 @@ def test_what_the_threshold_accepts_is_what_it_says(readings):
     chosen = threshold_for_precision(confidences, correct, 0.9)
     kept = [ok for c, ok in readings if c >= chosen.min_confidence]
     assert chosen.accepts == pytest.approx(len(kept) / len(readings))
+    if chosen.min_confidence == 1.0 and not kept:  # out of reach: none kept
+        assert math.isnan(chosen.precision)
+        return
     assert chosen.precision == pytest.approx(sum(kept) / len(kept))
-    assert len(kept) >= min(10, len(readings) // 2)  # enough reads to show 90 %
+    if chosen.min_confidence < 1.0:
+        assert len(kept) >= min(10, len(readings) // 2)  # enough reads to show 90 %
     reachable = [
         sum(ok for c, ok in readings if c >= t) / n
         for t in confidences
@@ -107,7 +122,7 @@ def test_export_stores_the_threshold_of_the_validation_images(trained_run: Path)
     stored = json.loads({p.key: p.value for p in proto.metadata_props}[THRESHOLD_KEY])
     val_images = len((trained_run / "val.csv").read_text().splitlines()) - 1
     assert stored["images"] == val_images and stored["target"] == 0.99
-    assert 0.0 <= stored["precision"] <= 1.0
+    assert stored["precision"] is None or 0.0 <= stored["precision"] <= 1.0
     assert 0.0 <= stored["min_confidence"] <= 1.0 and 0.0 <= stored["accepts"] <= 1.0
     assert Reader.load(trained_run).recommended_min_confidence == stored["min_confidence"]
 

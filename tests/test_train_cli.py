@@ -61,3 +61,32 @@ def test_resume_with_only_its_own_flags_is_not_refused(tmp_path: Path, capsys) -
     run.mkdir()
     argv = ["train", "--resume", str(run), "--epochs", "5", "--devices", "1", "--quiet"]
     fails(argv, capsys, "configs.yaml is missing")  # got as far as reading the run folder
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """What adapts to the data, as train would choose it; no run folder is made."""
+    from captcha_ocr.cli import main
+    from captcha_ocr.epochs import batches_per_epoch
+
+    out = tmp_path / "runs"
+    assert main(["train", str(synth_dir), "--out", str(out), "--dry-run", "--init", "none"]) == 0
+    printed = dict(
+        line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line
+    )
+    assert not out.exists()
+    assert printed["images"] == "180 training, 20 validation"
+    assert printed["label lengths"] == "3 to 5" and printed["data size"] == "100x32"
+    # 32 px high: scaled to 64 (presets.SMALL_IMAGES); 200 px for 5 characters: 4 px steps
+    assert printed["model input"] == "200x64, 1 channel(s)"
+    assert printed["time steps"] == "50 (one per 4 px)"
+    assert printed["start"] == "random weights" and printed["batch size"] == "32"
+    epochs = int(printed["epochs"].split()[0])
+    assert printed["epochs"] == f"{epochs} ({epochs * batches_per_epoch(180, 32)} optimizer steps)"
+
+
+def test_dry_run_of_a_resumed_run_is_refused(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    fails(["train", "--resume", str(trained_run), "--dry-run"], capsys, "plans a new run")

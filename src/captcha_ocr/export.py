@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -260,25 +261,28 @@ def add_reject_threshold(onnx_path: Path, samples: list) -> float | None:
     )
     proto = onnx.load(str(onnx_path))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    kept_any = not math.isnan(chosen.precision)  # NaN: the threshold keeps no read at all
     metadata[THRESHOLD_KEY] = json.dumps(
-        {"min_confidence": chosen.min_confidence, "precision": chosen.precision,
-         "target": REJECT_PRECISION, "accepts": chosen.accepts, "images": len(read)}
+        {"min_confidence": chosen.min_confidence,
+         "precision": chosen.precision if kept_any else None, "target": REJECT_PRECISION,
+         "accepts": chosen.accepts, "images": len(read)}
     )  # fmt: skip
     write_metadata(proto, metadata)
     with atomic_path(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
+    kept = f"keeps {100 * chosen.precision:.1f}% precision" if kept_any else "keeps no read"
     summary = (
-        f"min_confidence {chosen.min_confidence:.3f} keeps {100 * chosen.precision:.1f}% "
-        f"precision on {len(read)} validation images and accepts {100 * chosen.accepts:.1f}% "
-        "of them (stored in the model; predict --min-confidence recommended)"
+        f"min_confidence {chosen.min_confidence:.3f} {kept} on {len(read)} validation images "
+        f"and accepts {100 * chosen.accepts:.1f}% of them (stored in the model; predict "
+        "--min-confidence recommended)"
     )
-    if chosen.precision >= REJECT_PRECISION:
+    if kept_any and chosen.precision >= REJECT_PRECISION:
         log.info("reject threshold: %s", summary)
     else:
         log.warning(
             "reject threshold: no min_confidence keeps %.0f%% precision on enough validation "
-            "images to show it: %s, the highest within the noise. Sure misreads cap it; where "
-            "the model is right and the label wrong, fix the labels (%s lists them)",
+            "images to show it: %s. Misreads cap it; where the model is right and the label "
+            "wrong, fix the labels (%s lists them)",
             100 * REJECT_PRECISION,
             summary,
             SUSPECTS_CSV,

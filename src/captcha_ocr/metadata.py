@@ -26,8 +26,8 @@ METADATA_KEY = "captcha_ocr"  # JSON of the ModelSpec, in the ONNX file's metada
 NOT_USABLE_KEY = "not_usable"
 # JSON {"min_confidence", "precision", "target", "accepts", "images"}: the reject threshold
 # chosen for REJECT_PRECISION ("target") on the run's validation images, the precision it kept
-# there (below the target when none reached it; older models store the target), the share it
-# accepted, and how many images.
+# there (below the target when none reached it, null when it keeps none; older models store
+# the target), the share it accepted, and how many images.
 THRESHOLD_KEY = "recommended_threshold"
 EXPORT_AGAIN = "export the model again with: captcha-ocr export RUN_DIR"  # ends the errors
 

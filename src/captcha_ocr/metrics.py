@@ -116,9 +116,11 @@ def threshold_for_precision(
     Why the floor: on rkn_securimage one sure misread among the first 21 validation reads
     put the threshold above it, accepting 9 % of the reads; on henan_digits, whose
     validation labels are wrong about 2 % of the time (read surely, right), 6 %. When no
-    threshold with enough reads reaches ``precision``, it keeps the most reads whose
-    precision is within the noise (one standard error) of the highest any reaches, and the
-    result says which precision that is.
+    threshold with enough reads reaches ``precision`` but the highest precision any reaches
+    is within the noise (one standard error) of it, the threshold keeps the most reads whose
+    precision is within that noise of the highest, and the result says which precision that
+    is; when even that is out of reach (a model that reads little), 1.0: reject nearly all
+    (precision NaN when no read is that sure).
 
     >>> threshold_for_precision([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.75)
     RejectThreshold(min_confidence=0.6, accepts=1.0, precision=0.75)
@@ -137,10 +139,14 @@ def threshold_for_precision(
         if kept >= fewest and not ties_follow:  # a threshold keeps all equal reads, or none
             candidates.append((kept, right))
     reaching = [c for c in candidates if c[1] >= precision * c[0]]
-    if not reaching:  # within the noise of the highest precision (one standard error)
+    if not reaching:
         best_kept, best_right = max(candidates, key=lambda c: (c[1] / c[0], c[0]))
         highest = best_right / best_kept
-        floor = highest - math.sqrt(highest * (1 - highest) / best_kept)
-        reaching = [c for c in candidates if c[1] >= floor * c[0]]
+        noise = math.sqrt(highest * (1 - highest) / best_kept)  # one standard error
+        if highest + noise < precision:  # out of reach, not only by noise: reject nearly all
+            kept = sum(c >= 1.0 for c in confidences)
+            right = sum(bool(ok) for c, ok in zip(confidences, correct) if c >= 1.0)
+            return RejectThreshold(1.0, kept / len(order), right / kept if kept else math.nan)
+        reaching = [c for c in candidates if c[1] >= (highest - noise) * c[0]]
     kept, right = max(reaching)  # the most reads
     return RejectThreshold(float(confidences[order[kept - 1]]), kept / len(order), right / kept)

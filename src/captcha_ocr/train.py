@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from captcha_ocr.basemodel import BASE_NAME
 from captcha_ocr.charset import Charset
 from captcha_ocr.config import (
     ADAPT_AUTO,
@@ -224,6 +225,46 @@ def train(
     if not result.state.interrupted:
         _judge(result)
     return result
+
+
+def plan(
+    data: str | Path, config: TrainConfig | None = None, samples: list[Sample] | None = None
+) -> dict[str, str]:
+    """What :func:`train` would do with ``data`` and ``config`` (None: the defaults), without
+    training: each setting that adapts to the data, worded for people (``train --dry-run``).
+
+    >>> plan("data/captchas")["time steps"]  # doctest: +SKIP
+    '50 (one per 4 px)'
+    """
+    run = _planned_run(data, config or resolve_train_config(), samples)
+    spec, config = run.spec, run.config
+    steps = time_steps(build_model(spec))
+    if config.pretrain:
+        start = (
+            f"pre-training on {config.pretrain_images} synthetic captchas "
+            f"({config.pretrain_epochs} epochs), then these images"
+        )
+    else:
+        start = {None: "random weights", BASE_NAME: "the base model"}.get(
+            config.init, f"the weights of {config.init}"
+        )
+    limit = time_limit_seconds(config)
+    batches = batches_per_epoch(len(run.train_samples), config.batch_size)
+    return {
+        "images": f"{len(run.train_samples)} training, {len(run.val_samples)} validation",
+        "charset": f"{spec.charset!r} ({len(spec.charset)})",
+        "label lengths": f"{spec.min_label_length} to {spec.max_label_length}",
+        "data size": str(most_common_size(run.train_samples + run.val_samples)),
+        "model input": f"{spec.input_size}, {spec.channels} channel(s)",
+        "time steps": f"{steps} (one per {spec.width / steps:g} px)",
+        "start": start,
+        "epochs": f"{config.epochs} ({config.epochs * batches} optimizer steps)",
+        "time limit": f"{limit:g} s" if limit else "none",
+        "budget": f"extend {config.extend or ADAPT_NONE}, shorten {config.shorten or ADAPT_NONE}",
+        "batch size": str(config.batch_size),
+        "learning rate": f"{config.learning_rate:g} peak, {config.schedule} schedule",
+        "augmented": f"{config.augment.probability:.0%} of training images",
+    }
 
 
 def _rescue(run: _Run, stuck: TrainResult, progress: bool, strategy) -> TrainResult:

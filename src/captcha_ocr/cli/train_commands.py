@@ -187,6 +187,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the run would do with this data (input size, time steps, start, "
+        "epoch budget, recipe) and stop before training",
+    )
+    p.add_argument(
         "--no-suspects",
         action="store_true",
         help="do not list the images the model reads otherwise than labeled (default: "
@@ -208,6 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "give DATA (a folder of labeled images or a CSV), or --resume RUN_DIR"
         )
     samples = config = None
+    if args.resume is not None and args.dry_run:
+        raise CaptchaOCRError("--dry-run plans a new run; a resumed run keeps its own plan")
     if args.resume is not None:
         others = {k: v for k, v in args.train_defaults.items() if k not in RESUME_FLAGS}
         refused = _flags_given(args, others)
@@ -232,6 +240,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_train_config(preset, file_overrides, _train_overrides(args))
         samples = find_samples(args.data, config.label_pattern, config.ignore_case)
     log.info("loading TensorFlow ...")
+    if args.dry_run:
+        from captcha_ocr.train import plan
+
+        for key, value in plan(args.data, config, samples).items():
+            print(f"{key}: {value}")
+        return 0
     from captcha_ocr.export import export_run
     from captcha_ocr.train import train
 
