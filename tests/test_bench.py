@@ -194,6 +194,20 @@ def test_reject_threshold_compares_both_rules_on_a_kept_run(
         assert row["test_precision"] == pytest.approx(row["val_precision"])
 
 
+def test_plans_tell_what_the_defaults_choose_per_set(capsys) -> None:
+    """Styles drawn small, no real set: one row each, as train --dry-run words it."""
+    import plans
+
+    argv = ["--sets", "--styles", "digits", "small", "--train-count", "60", "--no-record"]
+    assert plans.main(argv) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()]
+    rows = {row[0]: row for row in rows if row[0].startswith("| style")}
+    assert list(rows) == ["| style digits", "| style small"]
+    column = {name: k + 1 for k, name in enumerate(plans.COLUMNS)}
+    assert rows["| style small"][column["model input"]] == "160x64, 1 channel(s)"  # scaled up
+    assert rows["| style digits"][column["data size"]] == "160x60"
+
+
 def test_labels_needed_smoke(synth_dir: Path, tmp_path: Path, capsys) -> None:
     """A real training (one epoch of the default network) from the shipped base model: the
     row, the table, the headline and the plot are written. The other starts run the same
