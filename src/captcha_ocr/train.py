@@ -256,7 +256,7 @@ def plan(
         "label lengths": f"{spec.min_label_length} to {spec.max_label_length}",
         "data size": str(most_common_size(run.train_samples + run.val_samples)),
         "model input": f"{spec.input_size}, {spec.channels} channel(s)",
-        "time steps": f"{steps} (one per {spec.width / steps:g} px)",
+        "time steps": f"{steps} (one per {spec.width / steps:.3g} px)",
         "start": start,
         "epochs": f"{config.epochs} ({config.epochs * batches} optimizer steps)",
         "time limit": f"{limit:g} s" if limit else "none",
