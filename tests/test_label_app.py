@@ -316,3 +316,24 @@ with TestClient(create_app(LabelSession(settings))) as client:
     assert client.get("/v1/status").json()["labeled"] == 1
 """
     assert_runs_without(("tensorflow", "keras", "tf2onnx"), code)
+
+
+def test_a_stopped_refresh_keeps_the_suggestions_there_are(tmp_path: Path) -> None:
+    """The app's shutdown stops a refresh between chunks (no thread left inside ONNX
+    Runtime when the interpreter exits); the suggestions already there stay."""
+    from captcha_ocr.infer import Reader
+    from captcha_ocr.label.queue import Suggestions
+    from captcha_ocr.label.store import LabelStore
+
+    draw_images(tmp_path / "images")
+    (tmp_path / "work").mkdir()
+    store = LabelStore(tmp_path / "images", tmp_path / "labels.csv", tmp_path / "work")
+    images = store.unlabeled()
+    suggestions, reader = Suggestions(), Reader.load(tiny_reader.PATH)
+    suggestions.refresh(reader, "first", images)
+    before = suggestions.get()
+    assert before and suggestions.model == "first"
+    suggestions.stop()
+    suggestions.refresh(reader, "second", images)
+    assert suggestions.get() == before and suggestions.model == "first"
+    assert not suggestions.refreshing

@@ -30,6 +30,7 @@ ORDERS = ("mix", "least", "most", "random")
 DEFAULT_ORDER = "mix"  # until bench/labeling.py has measured the policies on real sets
 
 READ_BATCH = 64  # images per model call when suggestions are refreshed
+READ_CHUNK = 8 * READ_BATCH  # images read between two looks at whether the app is stopping
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,14 @@ class Suggestions:
         self.model: str | None = None  # the run folder (or .onnx) the suggestions come from
         self.refreshing = False
         self.failed: dict[str, str] = {}  # image id -> why the model could not read it
+        # Set when the app shuts down: a refresh stops between chunks. A thread still inside
+        # ONNX Runtime when the interpreter exits can abort it ("terminate called without an
+        # active exception", seen once in a test under load).
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """End a refresh in progress at its next chunk, keeping the suggestions there are."""
+        self._stopping.set()
 
     def get(self) -> dict[str, Suggestion]:
         with self._lock:
@@ -105,10 +114,16 @@ class Suggestions:
         self.refreshing = True
         try:
             allowed = "".join(c for c in charset if c in reader.charset.chars) if charset else ""
-            paths = [i.path for i in images]
-            predictions = reader.read_batch(
-                paths, READ_BATCH, allowed_chars=allowed or None, skip_errors=True
-            )
+            paths, predictions = [i.path for i in images], []
+            for start in range(0, len(paths), READ_CHUNK):
+                if self._stopping.is_set():
+                    return
+                predictions += reader.read_batch(
+                    paths[start : start + READ_CHUNK],
+                    READ_BATCH,
+                    allowed_chars=allowed or None,
+                    skip_errors=True,
+                )
             fresh, failed = {}, {}
             for image, prediction in zip(images, predictions):
                 if prediction.text is None:

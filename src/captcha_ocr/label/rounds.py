@@ -195,6 +195,7 @@ class Rounds:
         self._lock = threading.RLock()
         self._process: subprocess.Popen | None = None
         self._closing = False
+        self._watcher: threading.Thread | None = None  # the thread that waits on a round
         self.state = self._load_state()
 
     # -- state -----------------------------------------------------------------------------
@@ -286,9 +287,10 @@ class Rounds:
             self.state.round_dir, self.state.pid = str(folder), process.pid
             self.state.started = time.time()
             self._save_state()
-            threading.Thread(
+            self._watcher = threading.Thread(
                 target=self._watch, args=(process, folder, len(samples)), daemon=True
-            ).start()
+            )
+            self._watcher.start()
             return number
 
     def _new_round_dir(self, number: int) -> Path:
@@ -354,6 +356,9 @@ class Rounds:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout)  # it may be refreshing the suggestions (see Suggestions.stop)
 
 
 def _stop_leftover(state: RoundState) -> None:

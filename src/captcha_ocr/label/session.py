@@ -95,19 +95,26 @@ class LabelSession:
         self._first_model = model
         self._ranks = shuffled_ranks([i.id for i in self.store.images], settings.seed)
         self._saves: collections.deque[float] = collections.deque(maxlen=1000)
+        self._first_refresh: threading.Thread | None = None
 
     def start(self) -> None:
         """Begin the background work: suggestions from the model there is, and a round if
         enough labels are waiting for one."""
         if self._first_reader is not None:
             reader, self._first_reader = self._first_reader, None
-            threading.Thread(
+            self._first_refresh = threading.Thread(
                 target=self._refresh, args=(reader, str(self._first_model)), daemon=True
-            ).start()
+            )
+            self._first_refresh.start()
         self.rounds.maybe_start()
 
-    def close(self) -> None:
-        self.rounds.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the background work: a refresh of the suggestions at its next chunk (waited
+        for), a round in progress."""
+        self.suggestions.stop()
+        self.rounds.close(timeout)
+        if self._first_refresh is not None:
+            self._first_refresh.join(timeout)
         self._lock_handle.close()
 
     def _refresh(self, reader: Reader, model: str) -> None:
