@@ -80,6 +80,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def record(section: str | None, title: str, text: str) -> None:
+    """Print the table ``text`` and, unless ``section`` is None (``--no-record``), put it in
+    RESULTS.md under ``title`` with the command, the commit and the machine that made it."""
+    print(text)
+    if section is not None:
+        update_section(
+            section,
+            f"## {title}\n\n{text}\n\nCommand: `{command_line()}` at {git_revision()}  \n"
+            f"Machine: {machine()}\n",
+        )
+
+
 def update_section(name: str, markdown: str, results: Path = RESULTS) -> None:
     """Replace the ``<!-- name -->`` ... ``<!-- /name -->`` section of RESULTS.md (or append)."""
     block = f"<!-- {name} -->\n{markdown.strip()}\n<!-- /{name} -->"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, git_revision, machine, table, update_section
+from common import record, table
 
 
 def read_both(run: Path, part: Path) -> dict:
@@ -73,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "free (greedy) acc", "held acc", "right now / wrong now",
     ]  # fmt: skip
     text = table(header, rows)
-    print(text)
-    if not args.no_record:
-        update_section(
-            args.section,
-            f"## Reads held to the trained label lengths\n\n{text}\n\nCommand: "
-            f"`{command_line()}` at {git_revision()}  \nMachine: {machine()}\n",
-        )
+    record(
+        None if args.no_record else args.section, "Reads held to the trained label lengths", text
+    )
     return 0
 
 

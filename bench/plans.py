@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, git_revision, machine, table, update_section
+from common import record, table
 from real_sites import DATASETS, SITES, development_part, site_samples, write_csv
 from styles import STYLES, make_set
 
@@ -69,13 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(plan_row(f"style {style.name}", folder, dict(style.flags)))
             print(" | ".join(rows[-1]), flush=True)
     text = table(["set", *COLUMNS], rows)
-    print(text)
-    if not args.no_record:
-        update_section(
-            args.section,
-            f"## What the defaults choose for each set\n\n{text}\n\nCommand: `{command_line()}` "
-            f"at {git_revision()}  \nMachine: {machine()}\n",
-        )
+    record(None if args.no_record else args.section, "What the defaults choose for each set", text)
     return 0
 
 

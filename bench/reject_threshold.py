@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, git_revision, machine, table, update_section
+from common import record, table
 
 # The two rules side by side: no floor (fewest=1), and the export's own (fewest=None).
 RULES = {"no floor": 1, "floor (the export's)": None}
@@ -84,13 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         "held-out accuracy (images)", "held-out: accepts at precision",
     ]  # fmt: skip
     text = table(header, lines)
-    print(text)
-    if not args.no_record:
-        update_section(
-            args.section,
-            f"## The reject threshold with a floor of validation reads\n\n{text}\n\nCommand: "
-            f"`{command_line()}` at {git_revision()}  \nMachine: {machine()}\n",
-        )
+    record(
+        None if args.no_record else args.section,
+        "The reject threshold with a floor of validation reads",
+        text,
+    )
     return 0
 
 
