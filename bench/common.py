@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -78,6 +79,21 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def kept_runs_parser(description: str, section: str) -> argparse.ArgumentParser:
+    """The arguments of a script that re-reads folders ``bench/real_sites.py --keep DIR``
+    leaves: the folders, the RESULTS.md section, ``--no-record``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("folders", nargs="+", type=Path, help="real_sites.py --keep run folders")
+    parser.add_argument("--section", default=section, help="RESULTS.md section name")
+    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    return parser
+
+
+def kept_run(folder: Path) -> tuple[Path, Path]:
+    """A kept folder's run (``runs/latest``) and its held-out part (``test.csv``)."""
+    return folder / "runs" / "latest", folder / "test.csv"
 
 
 def record(section: str | None, title: str, text: str) -> None:

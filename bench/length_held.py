@@ -12,14 +12,13 @@ runs made. The validation rows are what a choice may look at; the held-out rows 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import record, table
+from common import kept_run, kept_runs_parser, record, table
 
 
 def read_both(run: Path, part: Path) -> dict:
@@ -51,15 +50,11 @@ def read_both(run: Path, part: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="real_sites.py --keep run folders")
-    parser.add_argument("--section", default="length-held", help="RESULTS.md section name")
-    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
-    args = parser.parse_args(argv)
+    args = kept_runs_parser(__doc__.split("\n\n")[0], "length-held").parse_args(argv)
     rows = []
     for folder in args.folders:
-        run = folder / "runs" / "latest"
-        for part, csv_file in (("validation", run / "val.csv"), ("held-out", folder / "test.csv")):
+        run, test_csv = kept_run(folder)
+        for part, csv_file in (("validation", run / "val.csv"), ("held-out", test_csv)):
             counts = read_both(run, csv_file)
             n = counts["images"]
             rows.append([

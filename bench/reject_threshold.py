@@ -13,13 +13,12 @@ least 100 reads, half of them under 200). No training; only the validation reads
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import record, table
+from common import kept_run, kept_runs_parser, record, table
 
 # The two rules side by side: no floor (fewest=1), and the export's own (fewest=None).
 RULES = {"no floor": 1, "floor (the export's)": None}
@@ -47,8 +46,8 @@ def compare(folder: Path) -> list[dict]:
     """One row per rule for a kept run folder."""
     from captcha_ocr.metrics import threshold_for_precision
 
-    run = folder / "runs" / "latest"
-    val, test = reads(run, run / "val.csv"), reads(run, folder / "test.csv")
+    run, test_csv = kept_run(folder)
+    val, test = reads(run, run / "val.csv"), reads(run, test_csv)
     rows = []
     for rule, fewest in RULES.items():
         chosen = threshold_for_precision(*val, fewest=fewest)
@@ -64,11 +63,7 @@ def compare(folder: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="real_sites.py --keep run folders")
-    parser.add_argument("--section", default="reject-threshold-floor", help="RESULTS.md section")
-    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
-    args = parser.parse_args(argv)
+    args = kept_runs_parser(__doc__.split("\n\n")[0], "reject-threshold-floor").parse_args(argv)
     lines = []
     for folder in args.folders:
         for r in compare(folder):

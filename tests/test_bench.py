@@ -157,38 +157,37 @@ def test_int8_and_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
     assert "| float |" in text and "| int8 |" in text
 
 
-def test_length_held_reads_a_kept_run_both_ways(trained_run: Path, tmp_path: Path, capsys) -> None:
-    """A real_sites.py --keep folder: the run under runs/latest, the held-out part in test.csv."""
+@pytest.fixture
+def kept_folder(trained_run: Path, tmp_path: Path) -> Path:
+    """A real_sites.py --keep folder: the run under runs/latest, and as its held-out part
+    (test.csv) the run's own validation split."""
     import shutil
-
-    import length_held
 
     folder = tmp_path / "synth-0"
     shutil.copytree(trained_run, folder / "runs" / "latest")
     shutil.copy(trained_run / "val.csv", folder / "test.csv")
-    assert length_held.main([str(folder), "--no-record"]) == 0
+    return folder
+
+
+def test_length_held_reads_a_kept_run_both_ways(kept_folder: Path, capsys) -> None:
+    import length_held
+
+    assert length_held.main([str(kept_folder), "--no-record"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| synth-0")]
     assert [row.split(" | ")[1] for row in rows] == ["validation", "held-out"]
-    counts = length_held.read_both(folder / "runs" / "latest", folder / "test.csv")
+    counts = length_held.read_both(kept_folder / "runs" / "latest", kept_folder / "test.csv")
     # Only reads of another length change, and those were wrong: none can break.
     assert counts["broken"] == 0 and counts["fixed"] <= counts["off_length"]
     assert counts["held"] == counts["free"] + counts["fixed"]
 
 
-def test_reject_threshold_compares_both_rules_on_a_kept_run(
-    trained_run: Path, tmp_path: Path, capsys
-) -> None:
-    import shutil
-
+def test_reject_threshold_compares_both_rules_on_a_kept_run(kept_folder: Path, capsys) -> None:
     import reject_threshold
 
-    folder = tmp_path / "synth-0"
-    shutil.copytree(trained_run, folder / "runs" / "latest")
-    shutil.copy(trained_run / "val.csv", folder / "test.csv")
-    assert reject_threshold.main([str(folder), "--no-record"]) == 0
+    assert reject_threshold.main([str(kept_folder), "--no-record"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| synth-0")]
     assert [row.split(" | ")[1] for row in rows] == list(reject_threshold.RULES)
-    for row in reject_threshold.compare(folder):
+    for row in reject_threshold.compare(kept_folder):
         # the held-out part is the validation split here: both measures agree
         assert row["test_accepts"] == pytest.approx(row["val_accepts"])
         assert row["test_precision"] == pytest.approx(row["val_precision"], nan_ok=True)

@@ -287,12 +287,13 @@ def add_reject_threshold(onnx_path: Path, samples: list) -> float | None:
             summary,
             SUSPECTS_CSV,
         )
-    if len(read) < reads_to_show(REJECT_PRECISION):
+    needed = reads_to_show(REJECT_PRECISION)
+    if len(read) < needed:
         log.warning(
             "the reject threshold rests on %d validation images, fewer than the %d that can "
             "show %.0f%% precision; more labeled images (or --val-fraction) make it sounder",
             len(read),
-            reads_to_show(REJECT_PRECISION),
+            needed,
             100 * REJECT_PRECISION,
         )
     return chosen.min_confidence

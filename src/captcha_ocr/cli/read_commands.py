@@ -38,8 +38,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "--min-confidence",
         metavar="P|recommended",
         help="print readings below this confidence as rejected (no text); 'recommended': the "
-        "model's own threshold, chosen at export for 99%% precision on its validation images (or the highest they "
-        "allow)",
+        "model's own threshold, chosen at export for 99%% precision on its validation images "
+        "(or the highest they allow)",
     )
     p.add_argument(
         "--engine",
