@@ -68,6 +68,15 @@ def test_onnx_metadata_and_dynamic_batch(trained_run: Path) -> None:
         np.testing.assert_allclose(np.exp(out).sum(-1), 1.0, atol=1e-4)
 
 
+def test_the_export_reads_raw_pixels_without_a_scaling_step(trained_run: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(trained_run / "model.onnx")).graph
+    image = graph.input[0].name
+    first = [node.op_type for node in graph.node if image in node.input]
+    assert first and "Mul" not in first, first  # the 1/255 lives in the first kernels
+
+
 def test_reader_reads_every_kind_of_input(trained_run: Path, synth_dir: Path) -> None:
     from PIL import Image
 
