@@ -1,8 +1,9 @@
 """Reading speed with ONNX Runtime on the CPU: single-image latency and batched throughput.
 
 Measures the exported models of the `default` and `reference` presets (weights do not change
-the speed, so fresh ones are exported unless run folders are given), with 1 and 2 threads,
-interleaved in one run so that machine noise hits both alike.
+the network's speed, so fresh ones are exported unless run folders are given; their reads are
+kept on the greedy decoding that trained models take, see `export_fresh`), with 1 and 2
+threads, interleaved in one run so that machine noise hits both alike.
 
     python bench/read_speed.py
     python bench/read_speed.py --runs default=runs/A reference=runs/B
@@ -30,15 +31,27 @@ from captcha_ocr.infer import Reader, resolve_model_path
 from captcha_ocr.sizes import ImageSize
 
 
-def export_fresh(preset: str, folder: Path, size: ImageSize) -> tuple[Path, int]:
+def export_fresh(
+    preset: str, folder: Path, size: ImageSize, unfolded: bool = False
+) -> dict[str, tuple[Path, int]]:
+    """A fresh model of ``preset`` exported to ``folder``: ``{name: (path, parameters)}``;
+    with ``unfolded``, the same weights exported once more with the pixel scaling as a step
+    of its own (what every export did before the scaling was folded into the first kernels)."""
     from captcha_ocr.export import export_model
-    from captcha_ocr.model import build_model
+    from captcha_ocr.model import build_model, time_steps
 
     channels = 3 if preset == "reference" else 1
-    spec = ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, 5)
-    model = build_model(spec)
-    path = export_model(model, spec, folder / f"{preset}.onnx")
-    return path, model.count_params()
+    model = build_model(ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, 5))
+    # Untrained weights read random text of any length; held to 5 characters, most of their
+    # reads would take the slow length-held decoding (decode.length_decode, ~1.5 ms), which a
+    # trained model's reads of its own style almost never need. Declaring every length
+    # trained keeps the fresh models on the greedy decoding that trained ones take.
+    spec = ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, time_steps(model))
+    exports = {preset: (export_model(model, spec, folder / f"{preset}.onnx"), model.count_params())}
+    if unfolded:
+        path = export_model(model, spec, folder / f"{preset}-unfolded.onnx", fold_scaling=False)
+        exports[f"{preset}, scaling unfolded"] = (path, model.count_params())
+    return exports
 
 
 def parse_size(text: str) -> ImageSize:
@@ -91,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         help="input size of the fresh default model (default 200x50, the reference set's own "
         "size, which a default run keeps); the reference model is always 200x50",
     )
+    parser.add_argument(
+        "--unfolded",
+        action="store_true",
+        help="also measure the fresh default model exported with its pixel scaling unfolded "
+        "(a multiply over the input, as exports were before)",
+    )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--section", default="read-speed", help="RESULTS.md section name")
     args = parser.parse_args(argv)
@@ -105,32 +124,33 @@ def main(argv: list[str] | None = None) -> int:
                 models[preset] = (path, count_params(path))
             else:
                 size = args.default_size if preset == "default" else ImageSize(200, 50)
-                models[preset] = export_fresh(preset, Path(tmp), size)
+                unfolded = args.unfolded and preset == "default"
+                models.update(export_fresh(preset, Path(tmp), size, unfolded))
         results = {}
         rng = np.random.default_rng(0)
         for threads in (1, 2):
-            for preset, (path, _) in models.items():
+            for name, (path, _) in models.items():
                 reader = Reader.load(path, threads=threads)
                 spec = reader.spec
-                if preset == "default":
+                if name == "default":
                     default_size = spec.input_size
                 images = rng.integers(
                     0, 256, (args.batch, spec.height, spec.width, spec.channels)
                 ).astype(np.float32)
-                results[preset, threads] = measure(
+                results[name, threads] = measure(
                     reader, images, args.single, args.batch, args.rounds
                 )
                 print(
-                    f"{preset} threads={threads}: p50 {results[preset, threads][0]:.3f} ms, "
-                    f"{results[preset, threads][1]:.0f} img/s",
+                    f"{name} threads={threads}: p50 {results[name, threads][0]:.3f} ms, "
+                    f"{results[name, threads][1]:.0f} img/s",
                     flush=True,
                 )
-        for preset, (path, params) in models.items():
+        for name, (path, params) in models.items():
             for threads in (1, 2):
-                p50, rate = results[preset, threads]
+                p50, rate = results[name, threads]
                 rows.append(
                     [
-                        preset,
+                        name,
                         threads,
                         f"{p50:.3f}",
                         f"{rate:.0f}",
@@ -144,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         ratios.append(
             f"{threads} thread(s): latency {r[0] / d[0]:.1f}x lower, throughput {d[1] / r[1]:.1f}x higher"
         )
+    unfolded = "default, scaling unfolded"
+    if (unfolded, 1) in results:
+        ratios += [
+            f"default against its unfolded export, {threads} thread(s): latency "
+            f"{results[unfolded, threads][0] / results['default', threads][0]:.2f}x lower, "
+            f"throughput {results['default', threads][1] / results[unfolded, threads][1]:.2f}x "
+            "higher"
+            for threads in (1, 2)
+        ]
     text = (
         "### Reading speed (ONNX Runtime, CPU)\n\n"
         f"Latency: one preprocessed image (default model {default_size}, reference "
@@ -153,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             ["model", "threads", "p50 latency (ms)", "batched img/s", "parameters", "ONNX size"],
             rows,
         )
-        + "\n\nDefault against reference, measured in the same run: "
+        + "\n\nMeasured in the same run, default against reference: "
         + "; ".join(ratios)
         + "."
         + f"\n\nCommand: `{command_line()}`  \nMachine: {machine()}\n"

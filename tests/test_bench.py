@@ -380,11 +380,13 @@ def test_read_speed_smoke(tmp_path: Path) -> None:
 
     results = tmp_path / "RESULTS.md"
     argv = ["--single", "5", "--batch", "4", "--rounds", "1", "--default-size", "96x32",
-            "--results", str(results), "--section", "speed-96"]  # fmt: skip
+            "--unfolded", "--results", str(results), "--section", "speed-96"]  # fmt: skip
     assert read_speed.main(argv) == 0
     text = results.read_text()
     assert "<!-- speed-96 -->" in text and "default model 96x32" in text
     assert "| default | 1 |" in text and "| reference | 2 |" in text
+    assert "| default, scaling unfolded | 2 |" in text
+    assert "default against its unfolded export, 1 thread(s)" in text
 
 
 def test_small_set_speed_smoke(tmp_path: Path) -> None:
