@@ -56,19 +56,18 @@ def export_model(
 ) -> Path:
     """Export a Keras model to ONNX at ``path`` (atomically), checking parity on
     ``check_images`` ``(N, H, W, C)`` before the file is put in place; ``extra_metadata``
-    adds keys to the ONNX metadata (e.g. the run's verdict). What is exported is
-    :func:`captcha_ocr.model.for_export`'s copy of ``model``; ``fold_scaling`` False keeps the
-    pixel scaling a step of its own (``bench/read_speed.py --unfolded`` measures the
-    difference)."""
+    adds keys to the ONNX metadata (e.g. the run's verdict). ``fold_scaling`` moves the pixel
+    scaling into the first kernels (:func:`captcha_ocr.model.fold_input_scaling`); False keeps
+    it as a step of its own (``bench/read_speed.py --unfolded`` measures the difference)."""
     import onnx
 
-    from captcha_ocr.model import for_export
+    from captcha_ocr.model import fold_input_scaling
 
     path = Path(path)
     sample = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
     model(sample)  # Keras exports only a model that has been called
     # The same function, read faster; the parity check below compares it with ``model``.
-    exported = for_export(model, fold_scaling)
+    exported = fold_input_scaling(model) if fold_scaling else model
     exported(sample)
     with tempfile.TemporaryDirectory() as tmp_dir:
         raw = Path(tmp_dir) / "raw.onnx"
