@@ -42,7 +42,7 @@ FINE_TUNE_EPOCHS = 20
 # the held-out fifth on average (worst 95.04 %), 20 epochs (2,740) 95.51 % (worst 95.21 %), in
 # a fifth less time. The cap leaves the 20 epochs of 1,800 training images (2,260 steps at
 # batch 16: the synthetic styles) as they were; AUTO_EPOCHS_RANGE's 15 epochs still hold
-# (2,700 training images: 15 epochs, 2,535 steps).
+# (2,700 training images: 15 epochs, 2,520 steps).
 FINE_TUNE_MAX_STEPS = 2150
 
 # CTC first sits on the blank plateau (validation CER ~1) while its validation loss may rise;
