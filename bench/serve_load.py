@@ -398,6 +398,18 @@ def report(args: argparse.Namespace, results: list[dict], model_name: str) -> st
     )
 
 
+def fresh_model(folder: Path) -> Path:
+    """A fresh `default` model for 200x50 captchas, exported into ``folder`` as
+    bench/read_speed.py exports it (its reads greedy, as a trained model's are)."""
+    from read_speed import export_fresh
+
+    from captcha_ocr.sizes import ImageSize
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    path, _ = export_fresh("default", folder, ImageSize(200, 50))["default"]
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -431,10 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.model is None:
-            from read_speed import export_fresh
-
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            model, _ = export_fresh("default", folder)
+            model = fresh_model(folder)
             model_name = "fresh `default` preset model"
         else:
             model, model_name = args.model, f"`{args.model}`"

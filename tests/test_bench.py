@@ -389,6 +389,15 @@ def test_read_speed_smoke(tmp_path: Path) -> None:
     assert "default against its unfolded export, 1 thread(s)" in text
 
 
+def test_serve_load_exports_a_fresh_model_without_one_given(tmp_path: Path) -> None:
+    import serve_load
+
+    from captcha_ocr import Reader
+
+    reader = Reader.load(serve_load.fresh_model(tmp_path))
+    assert (reader.spec.width, reader.spec.height) == (200, 50)
+
+
 def test_small_set_speed_smoke(tmp_path: Path) -> None:
     """This tree against a commit (here HEAD, in a temporary worktree, removed after)."""
     import small_set_speed
