@@ -64,11 +64,10 @@ def export_model(
     from captcha_ocr.model import fold_input_scaling
 
     path = Path(path)
-    sample = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
-    model(sample)  # Keras exports only a model that has been called
     # The same function, read faster; the parity check below compares it with ``model``.
     exported = fold_input_scaling(model) if fold_scaling else model
-    exported(sample)
+    sample = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
+    exported(sample)  # Keras exports only a model that has been called
     with tempfile.TemporaryDirectory() as tmp_dir:
         raw = Path(tmp_dir) / "raw.onnx"
         with warnings.catch_warnings():
