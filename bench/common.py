@@ -16,6 +16,23 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
 
 
+def measure_this_checkout() -> None:
+    """Make ``captcha_ocr`` (here and in the trainings a bench starts as subprocesses) the package
+    beside this bench, not whichever checkout the environment installed: with an editable install
+    of another worktree, a bench run from a second worktree measured the first one's code and
+    recorded the second one's commit (two "side by side" pairs of runs in session 14 measured
+    one code twice, and read the same to the image)."""
+    source = BENCH_DIR.parent / "src"
+    if not (source / "captcha_ocr").is_dir():
+        return
+    sys.path.insert(0, str(source))
+    others = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(source), *([others] if others else [])])
+
+
+measure_this_checkout()  # before any bench imports captcha_ocr (each imports this module first)
+
+
 @contextlib.contextmanager
 def plot_to(path: Path, figsize: tuple[float, float]):
     """One-axis matplotlib figure (no display needed), saved to ``path`` when the block ends."""

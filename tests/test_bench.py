@@ -29,6 +29,30 @@ def test_update_section_replaces_only_its_own_block(tmp_path: Path) -> None:
     assert "first" not in text and text.count("<!-- a -->") == 1
 
 
+def test_a_bench_measures_the_package_beside_it(tmp_path: Path) -> None:
+    """Run from another checkout (a git worktree), a bench and the trainings it starts import
+    that checkout's captcha_ocr, not the one the environment has installed."""
+    other = tmp_path / "worktree"
+    (other / "bench").mkdir(parents=True)
+    (other / "bench" / "common.py").write_text((BENCH / "common.py").read_text())
+    (other / "src" / "captcha_ocr").mkdir(parents=True)
+    (other / "src" / "captcha_ocr" / "__init__.py").write_text("WHERE = 'the other checkout'\n")
+    script = other / "bench" / "probe.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        "sys.path.insert(0, sys.path[0])\n"
+        "import common\n"
+        "import captcha_ocr\n"
+        "print(captcha_ocr.WHERE)\n"
+        "child = 'import captcha_ocr; print(captcha_ocr.WHERE)'\n"
+        "subprocess.run([sys.executable, '-c', child], check=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert done.stdout.splitlines() == ["the other checkout"] * 2, done.stdout + done.stderr
+
+
 def test_crossval_smoke(synth_dir: Path, tmp_path: Path) -> None:
     import crossval
 
