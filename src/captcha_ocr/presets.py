@@ -105,6 +105,10 @@ LONG_LABELS = WidthStride(wide=8, narrow=4, steps_per_character=6)
 # 90 % of images augmented) read 92.2 %; batch 16 93.3 %, peak 3e-3 93.8 %, half the images
 # augmented 93.6 %, batch 16 and half augmented 94.7 %, all three 94.7 % (bench/RESULTS.md,
 # "rkn-recipe"). Without augmentation the best epoch was the 6th (92.2 %).
+# The jitter of brightness and contrast stays, though rkn_securimage draws text and lines in
+# one palette: without it, 3 seeds there read 95.69 % against 95.63 % on one machine (96.45 %
+# against 95.21 % on another), and captcha_images_v2 lost 2 of 1,040 reads over 5 folds
+# (bench/RESULTS.md, "fine-tune-no-jitter").
 FINE_TUNE: dict[str, Any] = {
     "batch_size": 16,
     "learning_rate": 3e-3,
