@@ -40,7 +40,6 @@ def test_a_bench_measures_the_package_beside_it(tmp_path: Path) -> None:
     script = other / "bench" / "probe.py"
     script.write_text(
         "import subprocess, sys\n"
-        "sys.path.insert(0, sys.path[0])\n"
         "import common\n"
         "import captcha_ocr\n"
         "print(captcha_ocr.WHERE)\n"
