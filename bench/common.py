@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,8 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    """This bench's command, quoted so that it can be pasted into a shell again."""
+    return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

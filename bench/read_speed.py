@@ -7,6 +7,10 @@ threads, interleaved in one run so that machine noise hits both alike.
 
     python bench/read_speed.py
     python bench/read_speed.py --runs default=runs/A reference=runs/B
+    python bench/read_speed.py --runs "full convs=old/default.onnx"   # a third model beside
+
+Names other than ``default`` and ``reference`` add a model, measured beside the two and
+compared with ``default``.
 """
 
 from __future__ import annotations
@@ -92,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", nargs="*", default=[], help="PRESET=RUN_DIR_OR_ONNX pairs")
+    parser.add_argument(
+        "--runs",
+        nargs="*",
+        default=[],
+        help="NAME=RUN_DIR_OR_ONNX pairs: default and reference replace the fresh models, "
+        "other names add a model",
+    )
     parser.add_argument("--single", type=int, default=1000, help="single-image reads per setting")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=20, help="batched calls per setting")
@@ -126,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                 size = args.default_size if preset == "default" else ImageSize(200, 50)
                 unfolded = args.unfolded and preset == "default"
                 models.update(export_fresh(preset, Path(tmp), size, unfolded))
+        for name, run in given.items():
+            if name not in models:
+                path = resolve_model_path(run)
+                models[name] = (path, count_params(path))
         results = {}
         rng = np.random.default_rng(0)
         for threads in (1, 2):
@@ -164,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         ratios.append(
             f"{threads} thread(s): latency {r[0] / d[0]:.1f}x lower, throughput {d[1] / r[1]:.1f}x higher"
         )
-    unfolded = "default, scaling unfolded"
-    if (unfolded, 1) in results:
+    for other in models:
+        if other in ("default", "reference"):
+            continue
         ratios += [
-            f"default against its unfolded export, {threads} thread(s): latency "
-            f"{results[unfolded, threads][0] / results['default', threads][0]:.2f}x lower, "
-            f"throughput {results['default', threads][1] / results[unfolded, threads][1]:.2f}x "
+            f"default against {other}, {threads} thread(s): latency "
+            f"{results[other, threads][0] / results['default', threads][0]:.2f}x lower, "
+            f"throughput {results['default', threads][1] / results[other, threads][1]:.2f}x "
             "higher"
             for threads in (1, 2)
         ]

@@ -398,16 +398,21 @@ def test_real_sites_smoke(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
     assert "at the stored threshold" in table
 
 
-def test_read_speed_smoke(tmp_path: Path) -> None:
+def test_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
     import read_speed
 
     results = tmp_path / "RESULTS.md"
     argv = ["--single", "5", "--batch", "4", "--rounds", "1", "--default-size", "96x32",
-            "--unfolded", "--results", str(results), "--section", "speed-96"]  # fmt: skip
+            "--unfolded", "--runs", f"tiny run={trained_run}",
+            "--results", str(results), "--section", "speed-96"]  # fmt: skip
     assert read_speed.main(argv) == 0
     text = results.read_text()
     assert "<!-- speed-96 -->" in text and "default model 96x32" in text
     assert "| default | 1 |" in text and "| reference | 2 |" in text
+    # A model given under a name of its own is measured beside the two and compared.
+    assert "| tiny run | 2 |" in text and "default against tiny run, 1 thread(s)" in text
+    assert "default against default, scaling unfolded" in text
+    assert f"'tiny run={trained_run}'" in text  # the recorded command can be pasted again
     assert "| default, scaling unfolded | 2 |" in text
     assert "default against its unfolded export, 1 thread(s)" in text
 

@@ -131,6 +131,23 @@ def test_init_errors_are_clear(trained_run: Path, synth_dir: Path, tmp_path: Pat
            "--out", out], capsys, "leave --preset out")  # fmt: skip
 
 
+def test_a_run_of_another_network_version_is_refused_clearly(trained_run: Path, monkeypatch):
+    """A run made before its preset's network changed has other weight tensors: the error
+    says so, and nothing is half copied."""
+    from captcha_ocr import model as model_module
+    from captcha_ocr.errors import CaptchaOCRError
+    from captcha_ocr.warmstart import initial_weights
+
+    tiny = model_module.BUILDERS["tiny_crnn"]
+
+    def changed(inputs, num_classes):
+        return tiny(model_module.layers.BatchNormalization()(inputs), num_classes)
+
+    monkeypatch.setitem(model_module.BUILDERS, "tiny_crnn", changed)
+    with pytest.raises(CaptchaOCRError, match="another network for this preset"):
+        initial_weights(trained_run, init_spec(trained_run))
+
+
 def test_the_input_keeps_the_size_of_the_data_when_starting_from_a_model(
     synth_dir: Path, trained_run: Path
 ):

@@ -72,7 +72,12 @@ def initial_weights(source: str | Path, spec: ModelSpec) -> list[np.ndarray]:
     weights = [w.copy() for w in target_model.get_weights()]
     source_weights = source_model.get_weights()
     if len(source_weights) != len(weights):
-        raise CaptchaOCRError(f"--init {source}: its network differs from this run's")
+        raise CaptchaOCRError(
+            f"--init {source}: its network differs from this run's ({len(source_weights)} "
+            f"weight tensors against {len(weights)}): it was trained by a version of "
+            "captcha-ocr with another network for this preset; start from the base model or "
+            "from a run of this version"
+        )
     classes = _class_map(source_spec.charset, spec.charset)
     copied = fresh = 0
     projection, resampled = _projection(target_model), ""
