@@ -128,18 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
-        for preset in ("default", "reference"):
-            if preset in given:
-                path = resolve_model_path(given[preset])
-                models[preset] = (path, count_params(path))
-            else:
-                size = args.default_size if preset == "default" else ImageSize(200, 50)
-                unfolded = args.unfolded and preset == "default"
-                models.update(export_fresh(preset, Path(tmp), size, unfolded))
-        for name, run in given.items():
-            if name not in models:
-                path = resolve_model_path(run)
+        for name in dict.fromkeys(["default", "reference", *given]):  # the two first
+            if name in given:
+                path = resolve_model_path(given[name])
                 models[name] = (path, count_params(path))
+            else:
+                size = args.default_size if name == "default" else ImageSize(200, 50)
+                unfolded = args.unfolded and name == "default"
+                models.update(export_fresh(name, Path(tmp), size, unfolded))
         results = {}
         rng = np.random.default_rng(0)
         for threads in (1, 2):
