@@ -37,16 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             sys.exit(f"{path} is missing; run: captcha-ocr export {args.run_dir} --int8")
     val = read_labels_file(args.run_dir / "val.csv")
-    rows = []
     rng = np.random.default_rng(0)
+    readers = {name: Reader.load(path, threads=1) for name, path in paths.items()}
+    images = {
+        name: rng.integers(
+            0, 256, (args.batch, r.spec.height, r.spec.width, r.spec.channels)
+        ).astype(np.float32)
+        for name, r in readers.items()
+    }
+    speeds = measure(readers, images, args.single, args.batch, args.rounds)  # side by side
+    rows = []
     for name, path in paths.items():
         accuracy = evaluate(Reader.load(path), val).accuracy
-        reader = Reader.load(path, threads=1)
-        spec = reader.spec
-        images = rng.integers(0, 256, (args.batch, spec.height, spec.width, spec.channels)).astype(
-            np.float32
-        )
-        p50, rate = measure(reader, images, args.single, args.batch, args.rounds)
+        p50, rate = speeds[name]
         rows.append(
             [
                 name,

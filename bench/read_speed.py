@@ -3,7 +3,8 @@
 Measures the exported models of the `default` and `reference` presets (weights do not change
 the network's speed, so fresh ones are exported unless run folders are given; their reads are
 kept on the greedy decoding that trained models take, see `export_fresh`), with 1 and 2
-threads, interleaved in one run so that machine noise hits both alike.
+threads, in one run, the models taking turns read by read so that machine noise hits all
+alike.
 
     python bench/read_speed.py
     python bench/read_speed.py --runs default=runs/A reference=runs/B
@@ -72,24 +73,32 @@ def count_params(onnx_path: Path) -> int:
 
 
 def measure(
-    reader: Reader, images: np.ndarray, single: int, batch: int, rounds: int
-) -> tuple[float, float]:
-    """(p50 single-image latency in ms for preprocessed input + decode, batched images/s)."""
-    one = images[:1]
-    for _ in range(20):
-        reader.decode(reader.log_probs(one))
-    latencies = []
+    readers: dict[str, Reader], images: dict[str, np.ndarray], single: int, batch: int, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """``{name: (p50 single-image latency in ms for preprocessed input + decode, batched
+    images/s)}``. The models take turns read by read and batch by batch, so that a change in
+    the machine's load (these machines are shared) falls on all of them alike."""
+    latencies: dict[str, list[float]] = {name: [] for name in readers}
+    elapsed = dict.fromkeys(readers, 0.0)
+    for name, reader in readers.items():
+        for _ in range(20):
+            reader.decode(reader.log_probs(images[name][:1]))
+        reader.decode(reader.log_probs(images[name][:batch]))
     for i in range(single):
-        started = time.perf_counter()
-        reader.decode(reader.log_probs(images[i % len(images)][None]))
-        latencies.append(time.perf_counter() - started)
-    block = images[:batch]
-    reader.decode(reader.log_probs(block))
-    started = time.perf_counter()
+        for name, reader in readers.items():
+            one = images[name][i % len(images[name])][None]
+            started = time.perf_counter()
+            reader.decode(reader.log_probs(one))
+            latencies[name].append(time.perf_counter() - started)
     for _ in range(rounds):
-        reader.decode(reader.log_probs(block))
-    throughput = rounds * len(block) / (time.perf_counter() - started)
-    return 1000 * statistics.median(latencies), throughput
+        for name, reader in readers.items():
+            started = time.perf_counter()
+            reader.decode(reader.log_probs(images[name][:batch]))
+            elapsed[name] += time.perf_counter() - started
+    return {
+        name: (1000 * statistics.median(latencies[name]), rounds * batch / elapsed[name])
+        for name in readers
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,22 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         rng = np.random.default_rng(0)
         for threads in (1, 2):
-            for name, (path, _) in models.items():
-                reader = Reader.load(path, threads=threads)
-                spec = reader.spec
-                if name == "default":
-                    default_size = spec.input_size
-                images = rng.integers(
-                    0, 256, (args.batch, spec.height, spec.width, spec.channels)
+            readers = {
+                name: Reader.load(path, threads=threads) for name, (path, _) in models.items()
+            }
+            default_size = readers["default"].spec.input_size
+            images = {
+                name: rng.integers(
+                    0, 256, (args.batch, r.spec.height, r.spec.width, r.spec.channels)
                 ).astype(np.float32)
-                results[name, threads] = measure(
-                    reader, images, args.single, args.batch, args.rounds
-                )
-                print(
-                    f"{name} threads={threads}: p50 {results[name, threads][0]:.3f} ms, "
-                    f"{results[name, threads][1]:.0f} img/s",
-                    flush=True,
-                )
+                for name, r in readers.items()
+            }
+            measured = measure(readers, images, args.single, args.batch, args.rounds)
+            for name, (p50, rate) in measured.items():
+                results[name, threads] = p50, rate
+                print(f"{name} threads={threads}: p50 {p50:.3f} ms, {rate:.0f} img/s", flush=True)
         for name, (path, params) in models.items():
             for threads in (1, 2):
                 p50, rate = results[name, threads]
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "### Reading speed (ONNX Runtime, CPU)\n\n"
         f"Latency: one preprocessed image (default model {default_size}, reference "
         "200x50) through the model and greedy CTC decoding, median "
-        f"of {args.single}. Throughput: batches of {args.batch}, model + decoding.\n\n"
+        f"of {args.single}. Throughput: batches of {args.batch}, model + decoding. The models "
+        "take turns read by read and batch by batch.\n\n"
         + table(
             ["model", "threads", "p50 latency (ms)", "batched img/s", "parameters", "ONNX size"],
             rows,

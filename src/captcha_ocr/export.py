@@ -62,6 +62,7 @@ def export_model(
     import onnx
 
     from captcha_ocr.model import fold_input_scaling
+    from captcha_ocr.onnx_graph import tidy
 
     path = Path(path)
     # The same function, read faster; the parity check below compares it with ``model``.
@@ -74,7 +75,7 @@ def export_model(
             # tf2onnx probes the removed np.object; NumPy's FutureWarning is noise to users.
             warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
             exported.export(str(raw), format="onnx", verbose=False)
-        proto = onnx.load(str(raw))
+        proto = tidy(onnx.load(str(raw)))
     write_metadata(proto, metadata_from_spec(spec, **(extra_metadata or {})))
     proto.doc_string = f"captcha-ocr {__version__} reader: charset {spec.charset!r}"
     with atomic_path(path) as tmp:
