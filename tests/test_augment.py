@@ -184,6 +184,20 @@ def test_erode_dilate_is_the_filter_its_descriptions_name(channels):
         assert "3x3" in text and "2x2" not in text, where
 
 
+@pytest.mark.parametrize("shape", [(80, 200, 1), (50, 70, 3), (1, 5, 1), (7, 1, 3), (2, 2, 1)])
+def test_erode_dilate_gives_pillows_numbers_at_every_pixel(shape):
+    """The NumPy filter is Pillow's MinFilter(3) / MaxFilter(3) (edges repeated), averaged:
+    trainings made before it augment alike."""
+    from PIL import Image, ImageFilter
+
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    plain = image[..., 0] if shape[2] == 1 else image
+    for erode, kind in ((True, ImageFilter.MinFilter), (False, ImageFilter.MaxFilter)):
+        filtered = np.asarray(Image.fromarray(plain).filter(kind(3)), np.float32)
+        expected = np.clip((filtered + plain) / 2.0 + 0.5, 0, 255).astype(np.uint8)
+        assert np.array_equal(augment._morph(image, erode), expected.reshape(shape))
+
+
 def test_background_colour_is_the_shared_border_estimate():
     image = np.full((10, 20, 3), (250, 240, 230), np.uint8)
     image[0, :10] = (0, 0, 1)  # half the top row: the median falls between two levels
