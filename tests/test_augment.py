@@ -158,20 +158,27 @@ def test_probability_controls_the_share_augmented():
     assert 70 <= changed <= 130
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_erode_dilate_is_the_filter_its_descriptions_name(channels):
+def pillow_morph(image: np.ndarray, erode: bool) -> np.ndarray:
+    """Pillow's MinFilter(3) (``erode``) or MaxFilter(3) of ``image`` (H, W, C), averaged
+    with the original: what ``augment._morph`` must give."""
     from PIL import Image, ImageFilter
 
+    plain = image[..., 0] if image.shape[2] == 1 else image
+    kind = ImageFilter.MinFilter if erode else ImageFilter.MaxFilter
+    filtered = np.asarray(Image.fromarray(plain).filter(kind(3)), np.float32)
+    blended = np.clip((filtered + plain) / 2.0 + 0.5, 0, 255).astype(np.uint8)
+    return blended.reshape(image.shape)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_erode_dilate_is_the_filter_its_descriptions_name(channels):
     image = captcha_like(channels)
-    plain = image[..., 0] if channels == 1 else image
     config = dataclasses.replace(ZERO, probability=1.0, erode_dilate=1.0)
     outs = {
         augment_image(image, config, np.random.default_rng(seed)).tobytes() for seed in range(8)
     }
-    for kind in (ImageFilter.MinFilter, ImageFilter.MaxFilter):
-        filtered = np.asarray(Image.fromarray(plain).filter(kind(3)), np.float32)
-        blended = np.clip((filtered + plain) / 2.0 + 0.5, 0, 255).astype(np.uint8)
-        assert blended.reshape(image.shape).tobytes() in outs  # 3x3, averaged with the original
+    for erode in (True, False):
+        assert pillow_morph(image, erode).tobytes() in outs  # 3x3, averaged with the original
     # ... and the words say so: once they spoke of a 2x2 filter.
     texts = {
         "augment module": augment.__doc__,
@@ -188,14 +195,9 @@ def test_erode_dilate_is_the_filter_its_descriptions_name(channels):
 def test_erode_dilate_gives_pillows_numbers_at_every_pixel(shape):
     """The NumPy filter is Pillow's MinFilter(3) / MaxFilter(3) (edges repeated), averaged:
     trainings made before it augment alike."""
-    from PIL import Image, ImageFilter
-
     image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    plain = image[..., 0] if shape[2] == 1 else image
-    for erode, kind in ((True, ImageFilter.MinFilter), (False, ImageFilter.MaxFilter)):
-        filtered = np.asarray(Image.fromarray(plain).filter(kind(3)), np.float32)
-        expected = np.clip((filtered + plain) / 2.0 + 0.5, 0, 255).astype(np.uint8)
-        assert np.array_equal(augment._morph(image, erode), expected.reshape(shape))
+    for erode in (True, False):
+        assert np.array_equal(augment._morph(image, erode), pillow_morph(image, erode))
 
 
 def test_background_colour_is_the_shared_border_estimate():

@@ -61,7 +61,7 @@ def _morph(image: np.ndarray, erode: bool) -> np.ndarray:
     averaged with the original."""
     # A 3x3 filter moves every stroke edge by a whole pixel; averaging with the original
     # halves that (an even 2x2 kernel would also shift the image by half a pixel). The same
-    # numbers as Pillow's MinFilter(3) / MaxFilter(3), edges repeated outwards, in a tenth of
+    # numbers as Pillow's MinFilter(3) / MaxFilter(3), edges repeated outwards, in a twelfth of
     # the time: nine shifted views instead of Pillow's rank filter.
     height, width = image.shape[:2]
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
