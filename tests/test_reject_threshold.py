@@ -58,6 +58,16 @@ def test_unsure_misreads_are_still_rejected():
     assert chosen == (confidences[251], 252 / 300, 250 / 252)
 
 
+def test_out_of_reach_the_surest_reads_are_kept_where_they_are_better():
+    """rkn_securimage: 93 % of 244 validation reads right, the surest half about 97 % (a few
+    sure misreads among them); 99 % is out of reach, and the rule before (1.0) accepted none."""
+    confidences = [1 - i / 1000 for i in range(244)]
+    wrong = {5, 40, 80, 110, *range(130, 244, 9)}  # 3 among the surest 110, 14 after them
+    correct = [i not in wrong for i in range(244)]
+    chosen = threshold_for_precision(confidences, correct)
+    assert chosen == (confidences[109], 110 / 244, 107 / 110)  # the highest precision shown
+
+
 def test_a_model_that_reads_little_rejects_nearly_all():
     confidences = [1 - i / 1000 for i in range(300)]
     correct = [i % 2 == 0 for i in range(300)]  # half right: 99 % is far out of reach
