@@ -447,3 +447,38 @@ def test_small_set_speed_smoke(tmp_path: Path) -> None:
     assert "<!-- small-set-speed -->" in text and "| HEAD |" in text and "| 1.00 |" in text
     worktrees = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True)
     assert "small-set-speed-" not in worktrees.stdout
+
+
+def test_shifted_moves_by_whole_pixels_and_repeats_the_border() -> None:
+    import averaging
+    import numpy as np
+
+    batch = np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1)
+    right = averaging.shifted(batch, 0, 1)[0, :, :, 0]
+    assert right.tolist() == [[0, 0, 1, 2], [4, 4, 5, 6], [8, 8, 9, 10]]
+    up = averaging.shifted(batch, -1, 0)[0, :, :, 0]
+    assert up.tolist() == [[4, 5, 6, 7], [8, 9, 10, 11], [8, 9, 10, 11]]
+    assert np.array_equal(averaging.shifted(batch, 0, 0), batch)
+
+
+def test_averaging_two_copies_of_a_run_reads_as_the_run(
+    kept_folder: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    import averaging
+
+    twin = tmp_path / "twin-0"
+    shutil.copytree(kept_folder, twin)
+    assert averaging.main([str(kept_folder), str(twin), "--no-record"]) == 0
+    table_rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()]
+    by_reads = {row[0].lstrip("| "): row for row in table_rows if len(row) == 5}
+    assert set(by_reads) >= {"one run", "2 runs averaged"}
+    # the same probabilities averaged are the same probabilities: the same reads
+    assert by_reads["2 runs averaged"][2] == by_reads["one run"][2]
+    other = tmp_path / "other-0"
+    shutil.copytree(kept_folder, other)
+    header, first = (kept_folder / "test.csv").read_text().splitlines()[:2]
+    (other / "test.csv").write_text(f"{header}\n{first}\n")  # one image of the part
+    with pytest.raises(SystemExit, match="not synth-0's"):
+        averaging.main([str(kept_folder), str(other), "--no-record"])
