@@ -73,11 +73,14 @@ def train_step(model: keras.Model, strategy, x: np.ndarray, y: np.ndarray) -> fl
     devices' gradients, so the step equals a one-device step on the whole batch (up to
     BatchNorm, whose statistics are per device).
     """
+    if not model.optimizer.built:
+        # Before the first step, not inside it: a traced step that makes variables is traced
+        # twice (about 3 s a run). Under a strategy its slots are mirrored too.
+        with device_scope(strategy):
+            model.optimizer.build(model.trainable_variables)
     if strategy is None:
         return float(model.train_on_batch(x, y))
     if model.train_function is None:
-        with strategy.scope():
-            model.optimizer.build(model.trainable_variables)  # its slots mirrored too
         model.make_train_function()
     model.reset_metrics()  # report this batch's loss, not a running mean
     logs = model.train_function(iter([(split_batch(strategy, x), split_batch(strategy, y), None)]))
