@@ -40,7 +40,8 @@ def shifted(batch: np.ndarray, down: int, right: int) -> np.ndarray:
 
 
 class RunReads:
-    """One run's probabilities on the held-out part, for each shift in :data:`SHIFTS`."""
+    """One run's probabilities on the held-out part, for each shift in :data:`SHIFTS`
+    (filled by :meth:`read`)."""
 
     def __init__(self, folder: Path) -> None:
         from captcha_ocr.data import read_labels_file
@@ -52,6 +53,9 @@ class RunReads:
         samples = read_labels_file(test_csv)
         self.paths = [s.path for s in samples]
         self.labels = [s.label for s in samples]
+        self.probs: dict[tuple[int, int], np.ndarray] = {}
+
+    def read(self) -> None:
         batch = np.stack([self.reader.preprocess(path) for path in self.paths])
         self.probs = {s: np.exp(self.reader.log_probs(shifted(batch, *s))) for s in SHIFTS}
 
@@ -66,8 +70,9 @@ def check_alike(runs: list[RunReads]) -> None:
     for run in runs[1:]:
         if run.paths != first.paths or run.labels != first.labels:
             raise SystemExit(f"{run.name}: its test.csv is not {first.name}'s; give one set")
-        if run.reader.charset != first.reader.charset or (
-            run.probs[SHIFTS[0]].shape != first.probs[SHIFTS[0]].shape
+        if (run.reader.charset, run.reader.time_steps) != (
+            first.reader.charset,
+            first.reader.time_steps,
         ):
             raise SystemExit(f"{run.name}: other characters or time steps than {first.name}")
 
@@ -116,7 +121,9 @@ def misreads(runs: list[RunReads]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = kept_runs_parser(__doc__.split("\n\n")[0], "averaging").parse_args(argv)
     runs = [RunReads(folder) for folder in args.folders]
-    check_alike(runs)
+    check_alike(runs)  # before the reads, which take the time
+    for run in runs:
+        run.read()
     header = ["reads", "runs or ensembles", "held-out accuracy: mean", "worst", "best"]
     text = table(header, rows(runs))
     wrong = misreads(runs)
