@@ -33,6 +33,7 @@ from captcha_ocr.evaluate import Report, evaluate
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import ImageLoadError, open_image, to_rgb_or_grey
 from captcha_ocr.infer import Reader
+from captcha_ocr.more_labels import more_labels_hint, split_reads
 from captcha_ocr.runfolder import ONNX_FILE, SUSPECTS_CSV, SUSPECTS_GRID, TRAIN_CSV, VAL_CSV
 from captcha_ocr.survey import draw_grid
 
@@ -179,13 +180,12 @@ def find_run_suspects(run_dir: str | os.PathLike, threads: int | None = None) ->
     how many are read so with at least ``CONFIDENT`` confidence. Returns the suspects."""
     run_dir = Path(run_dir)
     reader = Reader.load(run_dir / ONNX_FILE, threads=threads, warn_not_usable=False)
-    samples = [
-        sample
+    parts = {
+        name: read_labels_file(run_dir / name)
         for name in (TRAIN_CSV, VAL_CSV)
         if (run_dir / name).is_file()
-        for sample in read_labels_file(run_dir / name)
-    ]
-    report = evaluate(reader, samples)
+    }
+    report = evaluate(reader, [sample for part in parts.values() for sample in part])
     suspects = find_suspects(report)
     grid = run_dir / SUSPECTS_GRID
     title = f"run {run_dir.name}: images read differently from their labels, surest first"
@@ -211,7 +211,20 @@ def find_run_suspects(run_dir: str | os.PathLike, threads: int | None = None) ->
         )
     else:
         log.info("every training and validation image is read as labeled")
+    if TRAIN_CSV in parts and VAL_CSV in parts:
+        _say_what_helps(report, len(parts[TRAIN_CSV]))
     return suspects
+
+
+def _say_what_helps(report: Report, train_count: int) -> None:
+    """Log how well the run reads its training and its validation images, and the hint of
+    :mod:`captcha_ocr.more_labels` when those reads give it."""
+    train = split_reads("training", report.results[:train_count], CONFIDENT)
+    val = split_reads("validation", report.results[train_count:], CONFIDENT)
+    log.info("%s; %s", train.describe(), val.describe())
+    hint = more_labels_hint(train, val)
+    if hint:
+        log.warning("hint: %s", hint)
 
 
 def check_run_labels(run_dir: str | os.PathLike) -> list[Suspect] | None:
