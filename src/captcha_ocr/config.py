@@ -62,9 +62,7 @@ class TrainConfig:
     height: int | None = None  # model input height; None: the most common height in the data
     width: int | None = None  # model input width; None: the most common width in the data
     channels: int | None = None  # 1 (grey) or 3 (RGB); None: the preset's choice
-    epochs: int | None = (
-        None  # None: ~60 epochs (from a trained model ~30), 1,800 (300) to 20,000 steps
-    )
+    epochs: int | None = None  # None: the automatic budget of captcha_ocr.epochs
     batch_size: int = 32
     learning_rate: float = 2e-3  # peak learning rate
     optimizer: str = "adamw"  # "adamw" or "adam"

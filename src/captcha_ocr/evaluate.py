@@ -75,8 +75,10 @@ def evaluate(
     batch_size: int = 64,
     beam_width: int = 1,
     progress: bool = False,
+    allowed_chars: str | None = None,
 ) -> Report:
-    """Read every sample and score the predictions against the labels.
+    """Read every sample and score the predictions against the labels (with
+    ``allowed_chars``, reads restricted to those characters, as :meth:`Reader.read_batch`).
 
     Unreadable images are counted as wrong (prediction None) and reported.
 
@@ -89,7 +91,12 @@ def evaluate(
     check_labels_readable(reader.charset, samples, reader.time_steps)
     started = time.perf_counter()
     predictions = reader.read_batch(
-        [s.path for s in samples], batch_size, beam_width, skip_errors=True, progress=progress
+        [s.path for s in samples],
+        batch_size,
+        beam_width,
+        allowed_chars,
+        skip_errors=True,
+        progress=progress,
     )
     seconds = time.perf_counter() - started
     results = [

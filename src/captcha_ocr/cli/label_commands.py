@@ -57,7 +57,7 @@ def add_label(sub: argparse._SubParsersAction) -> None:
         metavar="ARGS",
         help="train flags of the first round when it has no --model run to start from "
         "(default: --init base where the package ships a base model, else "
-        f"{shlex.join(DEFAULT_FIRST_ROUND_ARGS)!r}; '' trains from scratch)",
+        f"{shlex.join(DEFAULT_FIRST_ROUND_ARGS)!r}; '--init none' trains from random weights)",
     )
     p.add_argument(
         "--train-args",

@@ -245,7 +245,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     reader = Reader.load(args.model, threads=args.threads)
     samples = find_samples(args.data, args.label_pattern, args.ignore_case)
-    report = evaluate(reader, samples, args.batch_size, args.beam_width, progress=True)
+    report = evaluate(
+        reader,
+        samples,
+        args.batch_size,
+        args.beam_width,
+        progress=True,
+        allowed_chars=args.allowed_chars,
+    )
     wrong = report.wrong
     if wrong:
         print(f"{len(wrong)} wrong prediction(s):")

@@ -21,8 +21,13 @@ from captcha_ocr.config import (
     TrainConfig,
 )
 from captcha_ocr.epochs import (
+    AUTO_EPOCHS,
     AUTO_SECONDS_PER_IMAGE,
+    AUTO_STEPS_RANGE,
     AUTO_TIME_LIMIT_S,
+    FINE_TUNE_EPOCHS,
+    FINE_TUNE_MAX_STEPS,
+    FINE_TUNE_MIN_STEPS,
     SATURATED_CER,
     SATURATED_EPOCHS,
     SATURATED_MIN_IMAGES,
@@ -94,9 +99,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--epochs",
         type=int,
-        help="epoch budget (default: about 60 epochs and at least 1,800 optimizer steps from "
-        "random weights; about 20 epochs and at least 300 steps from a trained model, as the "
-        "base model; at most 20,000 steps)",
+        help=f"epoch budget (default: about {AUTO_EPOCHS} epochs, {AUTO_STEPS_RANGE[0]:,} to "
+        f"{AUTO_STEPS_RANGE[1]:,} optimizer steps, from random weights; about "
+        f"{FINE_TUNE_EPOCHS} epochs, {FINE_TUNE_MIN_STEPS:,} to {FINE_TUNE_MAX_STEPS:,} steps, "
+        "from a trained model, as the base model)",
     )
     p.add_argument(
         "--batch-size",
