@@ -17,6 +17,7 @@ compared with ``default``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import sys
@@ -43,20 +44,28 @@ def export_fresh(
     with ``unfolded``, the same weights exported once more with the pixel scaling as a step
     of its own (what every export did before the scaling was folded into the first kernels)."""
     from captcha_ocr.export import export_model
-    from captcha_ocr.model import build_model, time_steps
+    from captcha_ocr.model import build_model
 
     channels = 3 if preset == "reference" else 1
-    model = build_model(ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, 5))
-    # Untrained weights read random text of any length; held to 5 characters, most of their
-    # reads would take the slow length-held decoding (decode.length_decode, ~1.5 ms), which a
-    # trained model's reads of its own style almost never need. Declaring every length
-    # trained keeps the fresh models on the greedy decoding that trained ones take.
-    spec = ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, time_steps(model))
+    spec = ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, 5)
+    model = build_model(spec)
     exports = {preset: (export_model(model, spec, folder / f"{preset}.onnx"), model.count_params())}
     if unfolded:
         path = export_model(model, spec, folder / f"{preset}-unfolded.onnx", fold_scaling=False)
         exports[f"{preset}, scaling unfolded"] = (path, model.count_params())
     return exports
+
+
+def greedy_on_noise(reader: Reader) -> Reader:
+    """``reader`` with every text length allowed. The bench reads noise, which every model,
+    fresh or trained, reads as random text of any length; held to the trained lengths, most of
+    those reads would take the slow length-held decoding (decode.length_decode, ~1.5 ms),
+    which a trained model's reads of its own style almost never need (a trained
+    captcha_images_v2 run measured 4.4 ms a read that way, against ~1 ms)."""
+    spec = reader.spec
+    steps = reader.log_probs(np.zeros((1, spec.height, spec.width, spec.channels))).shape[1]
+    reader.spec = dataclasses.replace(spec, min_label_length=0, max_label_length=steps)
+    return reader
 
 
 def parse_size(text: str) -> ImageSize:
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(0)
         for threads in (1, 2):
             readers = {
-                name: Reader.load(path, threads=threads) for name, (path, _) in models.items()
+                name: greedy_on_noise(Reader.load(path, threads=threads))
+                for name, (path, _) in models.items()
             }
             default_size = readers["default"].spec.input_size
             images = {

@@ -424,6 +424,16 @@ def test_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
     assert "| tiny run | 2 |" in text and "default against tiny run, 1 thread(s)" in text
     assert "default against default, scaling unfolded" in text
     assert "| default, scaling unfolded | 2 |" in text
+    # A trained model reads the bench's noise with every length allowed: greedy, as it reads
+    # its own style, not held to its trained lengths.
+    import numpy as np
+
+    from captcha_ocr import Reader
+
+    reader = read_speed.greedy_on_noise(Reader.load(trained_run))
+    spec = reader.spec
+    steps = reader.log_probs(np.zeros((1, spec.height, spec.width, spec.channels))).shape[1]
+    assert reader.spec.label_lengths == (0, steps)
 
 
 def test_serve_load_exports_a_fresh_model_without_one_given(tmp_path: Path) -> None:
