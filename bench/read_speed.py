@@ -44,11 +44,13 @@ def export_fresh(
     with ``unfolded``, the same weights exported once more with the pixel scaling as a step
     of its own (what every export did before the scaling was folded into the first kernels)."""
     from captcha_ocr.export import export_model
-    from captcha_ocr.model import build_model
+    from captcha_ocr.model import build_model, time_steps
 
     channels = 3 if preset == "reference" else 1
-    spec = ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, 5)
-    model = build_model(spec)
+    model = build_model(ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, 5))
+    # Declared to read every length, so that the file itself reads noise greedily (see
+    # greedy_on_noise), also where a reader is made from it elsewhere (serve_load.py's server).
+    spec = ModelSpec(preset, DEFAULT_CHARSET, size.height, size.width, channels, time_steps(model))
     exports = {preset: (export_model(model, spec, folder / f"{preset}.onnx"), model.count_params())}
     if unfolded:
         path = export_model(model, spec, folder / f"{preset}-unfolded.onnx", fold_scaling=False)
