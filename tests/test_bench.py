@@ -441,8 +441,13 @@ def test_serve_load_exports_a_fresh_model_without_one_given(tmp_path: Path) -> N
 
     from captcha_ocr import Reader
 
+    import numpy as np
+
     reader = Reader.load(serve_load.fresh_model(tmp_path))
     assert (reader.spec.width, reader.spec.height) == (200, 50)
+    # Every length declared: the server decodes its reads of noise greedily, as trained ones.
+    steps = reader.log_probs(np.zeros((1, 50, 200, reader.spec.channels))).shape[1]
+    assert reader.spec.label_lengths[1] == steps
 
 
 def test_small_set_speed_smoke(tmp_path: Path) -> None:
