@@ -437,11 +437,10 @@ def test_read_speed_smoke(trained_run: Path, tmp_path: Path) -> None:
 
 
 def test_serve_load_exports_a_fresh_model_without_one_given(tmp_path: Path) -> None:
+    import numpy as np
     import serve_load
 
     from captcha_ocr import Reader
-
-    import numpy as np
 
     reader = Reader.load(serve_load.fresh_model(tmp_path))
     assert (reader.spec.width, reader.spec.height) == (200, 50)
