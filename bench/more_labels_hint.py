@@ -2,10 +2,11 @@
 
 Takes folders that ``bench/real_sites.py --keep DIR`` leaves (any sets, any variants). Each
 run's exported model reads its own training and validation images, as ``train`` does after
-its export, and the rule of ``captcha_ocr.more_labels`` says whether it would give the hint;
-the held-out part is read beside it, to show what the rule could not see. No training.
+its export, and the rule of ``captcha_ocr.more_labels`` says whether it would give the hint
+(the read shares leave the sure misreads aside, as the rule does); the held-out part is read
+beside it, to show what the rule could not see. No training.
 
-    python bench/more_labels_hint.py KEEP/henan_digits-0 KEEP/rkn_securimage-0 ...
+    python bench/more_labels_hint.py KEEP/runs/henan_digits-0 KEEP/runs/rkn_securimage-0 ...
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from common import kept_run, kept_runs_parser, record, table
 HEADER = [
     "run",
     "training images",
+    "training misreads (sure)",
     "training read",
     "validation images",
     "validation misreads (sure)",
-    "validation read, sure aside",
+    "validation read",
     "held-out read",
     "hint",
 ]
@@ -34,14 +36,14 @@ def row(folder: Path) -> list[object]:
     from captcha_ocr.data import read_labels_file
     from captcha_ocr.evaluate import evaluate
     from captcha_ocr.infer import Reader
-    from captcha_ocr.more_labels import more_labels_hint, split_reads
+    from captcha_ocr.more_labels import count_reads, more_labels_hint
     from captcha_ocr.runfolder import ONNX_FILE, TRAIN_CSV, VAL_CSV
     from captcha_ocr.suspects import CONFIDENT
 
     run, test_csv = kept_run(folder)
     reader = Reader.load(run / ONNX_FILE, threads=2, warn_not_usable=False)
     train, val = (
-        split_reads(name, evaluate(reader, read_labels_file(run / csv)).results, CONFIDENT)
+        count_reads(name, evaluate(reader, read_labels_file(run / csv)).results, CONFIDENT)
         for name, csv in (("training", TRAIN_CSV), ("validation", VAL_CSV))
     )
     held_out = evaluate(reader, read_labels_file(test_csv))
@@ -50,10 +52,11 @@ def row(folder: Path) -> list[object]:
     return [
         name,
         f"{train.images:,}",
+        f"{train.misreads} ({train.sure})",
         f"{train.accuracy:.2%}",
         f"{val.images:,}",
         f"{val.misreads} ({val.sure})",
-        f"{val.accuracy_sure_aside:.2%}",
+        f"{val.accuracy:.2%}",
         f"{held_out.accuracy:.2%}",
         "yes" if more_labels_hint(train, val) else "no",
     ]

@@ -8,6 +8,7 @@ only the ``[serve]`` extra is installed (tests/serve_extra_only.py).
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import struct
@@ -169,3 +170,19 @@ def assert_runs_without(packages: tuple[str, ...], code: str, timeout: float = 1
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+def wrong_label(label: str) -> str:
+    """``label`` with its first character replaced by another of the synthetic charset."""
+    from tests.conftest import SYNTH_CHARSET
+
+    return next(c for c in SYNTH_CHARSET if c != label[0]) + label[1:]
+
+
+def write_labels_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A ``path,label`` CSV of ``rows``."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return path

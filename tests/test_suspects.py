@@ -24,26 +24,13 @@ from captcha_ocr.suspects import (
     write_suspects,
     write_suspects_csv,
 )
-from tests.conftest import SYNTH_CHARSET
+from tests.helpers import write_labels_csv, wrong_label
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _report(*results: ImageResult) -> Report:
     return Report(len(results), 0.0, 0.0, 1.0, 1.0, results=list(results))
-
-
-def _wrong(label: str) -> str:
-    """``label`` with its first character replaced by another of the synthetic charset."""
-    return next(c for c in SYNTH_CHARSET if c != label[0]) + label[1:]
-
-
-def _write_labels(path: Path, rows: list[tuple[str, str]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    return path
 
 
 def test_suspects_are_the_surest_misreads_first() -> None:
@@ -134,8 +121,8 @@ def test_evaluate_lists_the_wrong_labels_first(
     planted = right[:3]
     surest_misread = max(r.confidence for r in report.wrong)
     assert planted[-1].confidence > surest_misread, "the base model no longer reads them surely"
-    wrong = {r.path: _wrong(r.label) for r in planted}
-    labels = _write_labels(
+    wrong = {r.path: wrong_label(r.label) for r in planted}
+    labels = write_labels_csv(
         tmp_path / "labels.csv", [(s.path, wrong.get(s.path, s.label)) for s in samples]
     )
     prefix = tmp_path / "out" / "suspects"
@@ -211,9 +198,9 @@ def test_train_lists_the_training_images_it_reads_otherwise(
 
     samples = find_samples(synth_dir)
     planted = {str(Path(s.path).resolve()) for s in samples[::25]}  # 8 of 200
-    labels = _write_labels(
+    labels = write_labels_csv(
         tmp_path / "labels.csv",
-        [(s.path, _wrong(s.label) if str(Path(s.path).resolve()) in planted else s.label)
+        [(s.path, wrong_label(s.label) if str(Path(s.path).resolve()) in planted else s.label)
          for s in samples],
     )  # fmt: skip
     # Fine-tuning the base model learns these in seconds (the tiny preset reads nothing yet).

@@ -33,7 +33,7 @@ from captcha_ocr.evaluate import Report, evaluate
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import ImageLoadError, open_image, to_rgb_or_grey
 from captcha_ocr.infer import Reader
-from captcha_ocr.more_labels import more_labels_hint, split_reads
+from captcha_ocr.more_labels import count_reads, more_labels_hint
 from captcha_ocr.runfolder import ONNX_FILE, SUSPECTS_CSV, SUSPECTS_GRID, TRAIN_CSV, VAL_CSV
 from captcha_ocr.survey import draw_grid
 
@@ -177,7 +177,9 @@ def find_run_suspects(run_dir: str | os.PathLike, threads: int | None = None) ->
     """Read a run's training and validation images with its ``model.onnx``; write every
     image read differently from its label, most confident first, to
     ``RUN_DIR/suspect_labels.csv``, a grid of the first to ``suspect_labels.png``, and log
-    how many are read so with at least ``CONFIDENT`` confidence. Returns the suspects."""
+    how many are read so with at least ``CONFIDENT`` confidence; then log how well each part
+    is read, with the hint that more labels help most when the reads give it
+    (:mod:`captcha_ocr.more_labels`). Returns the suspects."""
     run_dir = Path(run_dir)
     reader = Reader.load(run_dir / ONNX_FILE, threads=threads, warn_not_usable=False)
     parts = {
@@ -212,15 +214,16 @@ def find_run_suspects(run_dir: str | os.PathLike, threads: int | None = None) ->
     else:
         log.info("every training and validation image is read as labeled")
     if TRAIN_CSV in parts and VAL_CSV in parts:
-        _say_what_helps(report, len(parts[TRAIN_CSV]))
+        _log_reads_and_hint(report, len(parts[TRAIN_CSV]))
     return suspects
 
 
-def _say_what_helps(report: Report, train_count: int) -> None:
-    """Log how well the run reads its training and its validation images, and the hint of
-    :mod:`captcha_ocr.more_labels` when those reads give it."""
-    train = split_reads("training", report.results[:train_count], CONFIDENT)
-    val = split_reads("validation", report.results[train_count:], CONFIDENT)
+def _log_reads_and_hint(report: Report, train_count: int) -> None:
+    """Log how well the run reads its training images (the first ``train_count`` of
+    ``report``) and its validation images, and the hint of :mod:`captcha_ocr.more_labels`
+    when those reads give it."""
+    train = count_reads("training", report.results[:train_count], CONFIDENT)
+    val = count_reads("validation", report.results[train_count:], CONFIDENT)
     log.info("%s; %s", train.describe(), val.describe())
     hint = more_labels_hint(train, val)
     if hint:

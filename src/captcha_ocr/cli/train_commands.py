@@ -201,8 +201,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-suspects",
         action="store_true",
-        help="do not list the images the model reads otherwise than labeled (default: "
-        f"RUN_DIR/{SUSPECTS_CSV}, to find wrong labels)",
+        help="do not read the run's own images after training (default: the images the model "
+        f"reads otherwise than labeled go to RUN_DIR/{SUSPECTS_CSV}, to find wrong labels, "
+        "and the log says how well it reads each part, with a hint when more labels would "
+        "help most)",
     )
     add_label_options(p)
     p.add_argument(
