@@ -186,3 +186,19 @@ def write_labels_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
         writer.writerow(["path", "label"])
         writer.writerows(rows)
     return path
+
+
+def base_model_run(run: Path, train_rows, val_rows, usable: bool = True) -> Path:
+    """A run folder around the shipped base model (no training): its ``model.onnx``, a
+    verdict, and ``train.csv``/``val.csv`` of the ``(path, label)`` rows given."""
+    import shutil
+
+    from captcha_ocr.basemodel import BASE_DIR
+    from captcha_ocr.runfolder import CONFIG_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
+
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BASE_DIR / ONNX_FILE, run / ONNX_FILE)
+    (run / CONFIG_FILE).write_text(f"verdict: {{usable: {str(usable).lower()}, reason: ''}}\n")
+    write_labels_csv(run / TRAIN_CSV, train_rows)
+    write_labels_csv(run / VAL_CSV, val_rows)
+    return run

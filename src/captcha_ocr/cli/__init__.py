@@ -37,6 +37,7 @@ COMMANDS = (
     train_commands.add_export,
     read_commands.add_predict,
     read_commands.add_evaluate,
+    read_commands.add_pseudo_label,
     serve_commands.add_serve,
 )
 

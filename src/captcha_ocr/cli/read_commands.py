@@ -15,6 +15,9 @@ from pathlib import Path
 from captcha_ocr.cli.options import add_command, add_label_options, add_read_options
 from captcha_ocr.errors import CaptchaOCRError
 
+# pseudo-label keeps reads of at least this confidence (see bench/RESULTS.md pseudo-labels).
+PSEUDO_MIN_CONFIDENCE = "0.3"
+
 log = logging.getLogger("captcha_ocr")
 
 
@@ -77,23 +80,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for flag in ("address", "out", "actors"):
         if getattr(args, flag) is not None:
             raise CaptchaOCRError(f"--{flag} needs --engine ray")
-    from captcha_ocr.infer import RECOMMENDED, Reader
+    from captcha_ocr.infer import Reader
 
     reader = Reader.load(args.model, threads=args.threads)
     min_confidence = None
     if args.min_confidence is not None:
-        given = args.min_confidence
-        if given != RECOMMENDED:
-            try:
-                given = float(given)
-            except ValueError:
-                given = -1.0
-            if not 0.0 <= given <= 1.0:
-                raise CaptchaOCRError(
-                    f"--min-confidence {args.min_confidence!r}: give a number from 0 to 1, "
-                    f"or {RECOMMENDED}"
-                )
-        min_confidence = reader.min_confidence(given)
+        min_confidence = reader.min_confidence(_min_confidence_flag(args.min_confidence))
     paths = _image_paths(args.images)
     predictions = reader.read_batch(
         paths,
@@ -136,6 +128,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         log.warning("%d of %d image(s) could not be read", failed, len(paths))
     return 1 if failed else 0
+
+
+def _min_confidence_flag(given: str) -> float | str:
+    """``--min-confidence`` as given: a number from 0 to 1, or ``recommended``."""
+    from captcha_ocr.infer import RECOMMENDED
+
+    if given == RECOMMENDED:
+        return given
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise CaptchaOCRError(
+            f"--min-confidence {given!r}: give a number from 0 to 1, or {RECOMMENDED}"
+        )
+    return value
 
 
 def _predict_on_ray(args: argparse.Namespace) -> int:
@@ -291,3 +300,59 @@ def _show_suspects(report, count: int, prefix: str | None) -> None:
         title = "suspect labels: read otherwise than labeled, surest read first"
         grid = write_suspects(f"{prefix}.csv", f"{prefix}.png", suspects, title)
         log.info("suspects written to %s.csv%s", prefix, f" and {grid}" if grid else "")
+
+
+def add_pseudo_label(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "pseudo-label",
+        "read unlabeled images with a run and keep its surest reads as labels (self-training)",
+        cmd_pseudo_label,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by captcha-ocr train")
+    p.add_argument(
+        "images", metavar="SOURCE", nargs="+", help="unlabeled images and folders (recursively)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="LABELS.csv",
+        help="the labels file to write: the run's own labels, then the kept reads "
+        "(path,label,confidence,source); train on it with captcha-ocr train LABELS.csv",
+    )
+    p.add_argument(
+        "--min-confidence",
+        default=PSEUDO_MIN_CONFIDENCE,
+        metavar="P|recommended",
+        help="keep reads of at least this confidence (default %(default)s; 'recommended': the "
+        "run's reject threshold, chosen at export for 99%% precision on its validation images)",
+    )
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from captcha_ocr.infer import resolve_model_path
+    from captcha_ocr.pseudo_labels import pseudo_label, write_pseudo_csv
+
+    run_dir = resolve_model_path(args.run_dir).parent
+    threshold = _min_confidence_flag(args.min_confidence)
+    paths = _image_paths(args.images)
+    result = pseudo_label(
+        run_dir, paths, threshold, args.threads, args.batch_size, progress=len(paths) > 200
+    )
+    if result.read and result.unreadable == result.read:
+        raise CaptchaOCRError(
+            f"none of the {result.read} unlabeled images could be read; check that the files "
+            "are images (PNG, JPEG, ...) and not damaged"
+        )
+    out = write_pseudo_csv(result, args.out)
+    print(
+        f"read {result.read:,} unlabeled image(s) ({result.unreadable} unreadable, "
+        f"{result.already_labeled} already labeled in the run, not read): kept "
+        f"{len(result.kept):,} read with confidence >= {result.min_confidence:.3f}\n"
+        f"wrote {out}: the run's {len(result.labeled):,} labels and {len(result.kept):,} "
+        f"pseudo-labels\n"
+        f"train on them: captcha-ocr train {out}"
+    )
+    return 0

@@ -1,0 +1,88 @@
+"""pseudo-label: a run's surest reads of unlabeled images, written beside its own labels."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from captcha_ocr.data import find_samples, read_labels_file
+from captcha_ocr.infer import Reader
+from tests.helpers import base_model_run, fails, succeeds
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+@pytest.fixture
+def run_and_unlabeled(synth_dir: Path, tmp_path: Path) -> tuple[Path, Path, list]:
+    """A base-model run labeled with a third of the synthetic captchas; the rest copied
+    under neutral names into a folder of unlabeled images."""
+    samples = find_samples(synth_dir)
+    labeled, rest = samples[: len(samples) // 3], samples[len(samples) // 3 :]
+    rows = [(s.path, s.label) for s in labeled]
+    run = base_model_run(tmp_path / "run", rows[10:], rows[:10])
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for k, sample in enumerate(rest):
+        shutil.copy(sample.path, unlabeled / f"img{k:04d}.png")
+    return run, unlabeled, labeled
+
+
+def test_pseudo_label_keeps_the_sure_reads_beside_the_run_labels(
+    run_and_unlabeled, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run, unlabeled, labeled = run_and_unlabeled
+    before = _digests(unlabeled)
+    out = tmp_path / "out" / "labels.csv"
+    # The labeled images given again are not read again: they have labels.
+    argv = ["pseudo-label", run, unlabeled, labeled[0].path, "--out", out]
+    stdout, _ = succeeds([*argv, "--min-confidence", "0.5"], capsys)
+    assert "1 already labeled in the run" in stdout and "captcha-ocr train" in stdout
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["label"], r["source"]) for r in rows[: len(labeled)]] == [
+        (s.label, "labeled") for s in labeled[10:] + labeled[:10]
+    ]
+    pseudo = rows[len(labeled) :]
+    reader = Reader.load(run)
+    reads = {p.name: reader.read(p) for p in sorted(unlabeled.iterdir())}
+    sure = {n for n, r in reads.items() if r.confidence >= 0.5 and r.text}
+    assert 0 < len(sure) < len(reads), "the base model reads them all alike; pick another line"
+    assert {Path(r["path"]).name for r in pseudo} == sure
+    for row in pseudo:
+        read = reads[Path(row["path"]).name]
+        assert row["source"] == "pseudo" and row["label"] == read.text
+        assert float(row["confidence"]) == pytest.approx(read.confidence, abs=1e-5)
+        assert Path(row["path"]).is_absolute()
+    # train reads the file as it is; the user's images are untouched.
+    assert len(read_labels_file(out)) == len(rows)
+    assert _digests(unlabeled) == before
+    # A lower line keeps more.
+    succeeds([*argv, "--min-confidence", "0.05"], capsys)
+    assert len(read_labels_file(out)) > len(rows)
+
+
+def test_pseudo_label_errors(run_and_unlabeled, tmp_path: Path, capsys) -> None:
+    run, unlabeled, _ = run_and_unlabeled
+    out = tmp_path / "labels.csv"
+    fails(["pseudo-label", run, unlabeled, "--out", out, "--min-confidence", "2"], capsys,
+          "--min-confidence '2'", "from 0 to 1")  # fmt: skip
+    fails(["pseudo-label", "base", unlabeled, "--out", out], capsys, "train.csv", "run folder")
+    fails(["pseudo-label", run, tmp_path / "nowhere", "--out", out], capsys, "does not exist")
+    # A run that did not learn: its reads would teach its mistakes.
+    import onnx
+
+    from captcha_ocr.metadata import NOT_USABLE_KEY
+    from captcha_ocr.runfolder import ONNX_FILE
+
+    proto = onnx.load(run / ONNX_FILE)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = NOT_USABLE_KEY, "validation accuracy 0.0 < 0.5"
+    onnx.save(proto, run / ONNX_FILE)
+    fails(["pseudo-label", run, unlabeled, "--out", out], capsys, "did not learn", "0.0 < 0.5")
+    assert not out.exists()
