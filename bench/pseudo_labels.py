@@ -46,7 +46,9 @@ HEADER = [
 ]
 
 
-def one_seed(site, seed: int, labels: int, min_confidence: str, small: Path | None, work: Path):
+def one_seed(
+    site, seed: int, labels: int, min_confidence: str, small: Path | None, work: Path, flags=()
+):
     """The run on ``labels`` labels (trained, or ``small``), its pseudo-labels, the training on
     both, and their held-out reads: one table row."""
     from captcha_ocr.data import read_labels_file
@@ -62,7 +64,7 @@ def one_seed(site, seed: int, labels: int, min_confidence: str, small: Path | No
     write_csv([s for s in samples if held_out(Path(s[0]).name)], test_csv)
     if small is None:
         small = work / "labels-only" / f"{site.name}-{seed}"
-        run_one(site, seed, [], labels, work / "labels-only")
+        run_one(site, seed, list(flags), labels, work / "labels-only")
     small_run = small / "runs" / "latest"
     if {s.path for s in read_labels_file(small / "dev.csv")} != taken:
         sys.exit(f"{small} was not trained on the first {labels} development images")
@@ -72,7 +74,7 @@ def one_seed(site, seed: int, labels: int, min_confidence: str, small: Path | No
     both = write_pseudo_csv(result, work / f"pseudo-{seed}.csv")
     command = [
         sys.executable, "-m", "captcha_ocr", "train", str(both),
-        "--out", str(work / "pseudo-runs"), "--seed", str(seed), "--quiet",
+        "--out", str(work / "pseudo-runs"), "--seed", str(seed), "--quiet", *flags,
     ]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, help="work here and keep the runs")
     parser.add_argument("--section", default="pseudo-labels", help="RESULTS.md section name")
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="train flags")
     args = parser.parse_args(argv)
     if args.small and len(args.seeds) > 1:
         parser.error("--small is one run: give one seed")
@@ -122,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             work = (args.keep or Path(tmp)) / f"seed-{seed}"
             work.mkdir(parents=True, exist_ok=True)
-            rows.append(one_seed(site, seed, args.labels, args.min_confidence, args.small, work))
+            rows.append(
+                one_seed(site, seed, args.labels, args.min_confidence, args.small, work, args.flags)
+            )
     title = "Pseudo-labels: a run's sure reads of unlabeled images as labels"
     record(None if args.no_record else args.section, title, table(HEADER, rows))
 

@@ -496,3 +496,24 @@ def test_averaging_two_copies_of_a_run_reads_as_the_run(
     (other / "test.csv").write_text(f"{header}\n{first}\n")  # one image of the part
     with pytest.raises(SystemExit, match="not synth-0's"):
         averaging.main([str(kept_folder), str(other), "--no-record"])
+
+
+def test_pseudo_labels_smoke(synth_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A fake site: a run on 60 of its labels, its reads of the rest of the development part,
+    a training on both; the row says how many were kept and how both runs read."""
+    import shutil
+
+    import pseudo_labels
+    import real_sites
+
+    shutil.copytree(synth_dir, tmp_path / "datasets" / "fake")
+    monkeypatch.setattr(real_sites, "DATASETS", tmp_path / "datasets")
+    monkeypatch.setattr(pseudo_labels, "SITES", [real_sites.Site("fake")])
+    argv = ["--set", "fake", "--labels", "60", "--min-confidence", "0", "--keep", str(tmp_path / "k"),
+            "--no-record", "--flags", "--preset", "tiny", "--epochs", "1", "--min-accuracy", "0"]  # fmt: skip
+    pseudo_labels.main(argv)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    development = sum(not real_sites.held_out(p.name) for p in synth_dir.iterdir())
+    assert [(r["labels"], r["read"]) for r in rows] == [(60, development - 60)]
+    written = (tmp_path / "k" / "seed-0" / "pseudo-0.csv").read_text().splitlines()
+    assert len(written) == 1 + 60 + rows[0]["kept"]
