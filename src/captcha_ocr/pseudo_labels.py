@@ -61,13 +61,15 @@ def pseudo_label(
     """Read ``images`` with the run's ``model.onnx`` and keep the reads of at least
     ``min_confidence`` (a number, or ``recommended``: the run's reject threshold; reads held
     to the trained lengths, as ``predict`` reads). Images the run already has a label for
-    are skipped; unreadable ones are counted, not fatal."""
+    are skipped, and an image named twice is read once; unreadable ones are counted, not
+    fatal."""
     if not isinstance(min_confidence, str) and not 0.0 <= min_confidence <= 1.0:
         raise CaptchaOCRError(f"min_confidence must be from 0 to 1, got {min_confidence}")
     run_dir = Path(run_dir)
     labeled = run_labels(run_dir)
     known = {os.path.realpath(s.path) for s in labeled}
-    unlabeled = [path for path in images if os.path.realpath(path) not in known]
+    by_file = {os.path.realpath(path): path for path in images}  # an image named twice: once
+    unlabeled = [path for real, path in by_file.items() if real not in known]
     reader = Reader.load(run_dir / ONNX_FILE, threads=threads, warn_not_usable=False)
     if reader.not_usable:
         raise CaptchaOCRError(
@@ -86,7 +88,7 @@ def pseudo_label(
         kept=kept,
         read=len(unlabeled),
         unreadable=sum(p.error is not None for p in predictions),
-        already_labeled=len(images) - len(unlabeled),
+        already_labeled=len(by_file) - len(unlabeled),
         min_confidence=threshold,
     )
 
