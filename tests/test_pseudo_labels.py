@@ -56,6 +56,7 @@ def test_pseudo_label_keeps_the_sure_reads_beside_the_run_labels(
     sure = {n for n, r in reads.items() if r.confidence >= 0.5 and r.text}
     assert 0 < len(sure) < len(reads), "the base model reads them all alike; pick another line"
     assert {Path(r["path"]).name for r in pseudo} == sure and len(pseudo) == len(sure)
+    assert f"read {len(reads):,} unlabeled image(s)" in stdout  # the one named twice: once
     for row in pseudo:
         read = reads[Path(row["path"]).name]
         assert row["source"] == "pseudo" and row["label"] == read.text
