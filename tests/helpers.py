@@ -188,9 +188,10 @@ def write_labels_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def base_model_run(run: Path, train_rows, val_rows, usable: bool = True) -> Path:
+def base_model_run(run: Path, train_rows, val_rows, usable: bool = True, source=None) -> Path:
     """A run folder around the shipped base model (no training): its ``model.onnx``, a
-    verdict, and ``train.csv``/``val.csv`` of the ``(path, label)`` rows given."""
+    verdict (and ``source``, the data it says it trained on), and ``train.csv``/``val.csv``
+    of the ``(path, label)`` rows given."""
     import shutil
 
     from captcha_ocr.basemodel import BASE_DIR
@@ -198,7 +199,8 @@ def base_model_run(run: Path, train_rows, val_rows, usable: bool = True) -> Path
 
     run.mkdir(parents=True, exist_ok=True)
     shutil.copy(BASE_DIR / ONNX_FILE, run / ONNX_FILE)
-    (run / CONFIG_FILE).write_text(f"verdict: {{usable: {str(usable).lower()}, reason: ''}}\n")
+    verdict = f"verdict: {{usable: {str(usable).lower()}, reason: ''}}\n"
+    (run / CONFIG_FILE).write_text(verdict + (f"data: {{source: '{source}'}}\n" if source else ""))
     write_labels_csv(run / TRAIN_CSV, train_rows)
     write_labels_csv(run / VAL_CSV, val_rows)
     return run

@@ -69,6 +69,17 @@ def test_pseudo_label_keeps_the_sure_reads_beside_the_run_labels(
     succeeds([*argv, "--min-confidence", "0.05"], capsys)
     assert len(read_labels_file(out)) > len(rows)
 
+    # The next round: a run trained on that file keeps the person's labels as labels and
+    # reads the pseudo-labeled images again (with its better model), not its earlier reads.
+    both = read_labels_file(out)
+    run2 = base_model_run(tmp_path / "run2", [(s.path, s.label) for s in both], [], source=out)
+    out2 = tmp_path / "round2.csv"
+    stdout, _ = succeeds(["pseudo-label", run2, unlabeled, "--out", out2], capsys)
+    assert f"read {len(reads):,} unlabeled image(s)" in stdout
+    with open(out2, newline="") as handle:
+        sources = [r["source"] for r in csv.DictReader(handle)]
+    assert sources.count("labeled") == len(labeled)
+
 
 def test_pseudo_label_errors(run_and_unlabeled, tmp_path: Path, capsys) -> None:
     run, unlabeled, _ = run_and_unlabeled

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from captcha_ocr.config import load_yaml
 from captcha_ocr.data import Sample, read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.infer import Reader
-from captcha_ocr.runfolder import ONNX_FILE, TRAIN_CSV, VAL_CSV
+from captcha_ocr.runfolder import CONFIG_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
 
 CSV_COLUMNS = ("path", "label", "confidence", "source")  # train reads the first two
 LABELED, PSEUDO = "labeled", "pseudo"  # the source column: a person's label, or a read
@@ -40,14 +41,43 @@ class PseudoLabels:
 
 
 def run_labels(run_dir: Path) -> list[Sample]:
-    """The labels a run trained and validated on (its ``train.csv`` and ``val.csv``)."""
+    """The labels a run trained and validated on (its ``train.csv`` and ``val.csv``), less
+    the pseudo-labels among them when it trained on a file this module wrote: a later round
+    reads those images again, with a better model, instead of keeping an earlier read."""
     missing = [name for name in (TRAIN_CSV, VAL_CSV) if not (run_dir / name).is_file()]
     if missing:
         raise CaptchaOCRError(
             f"{run_dir} has no {' or '.join(missing)}: give the run folder that "
             "captcha-ocr train made (pseudo-labels are added to its own labels)"
         )
-    return [s for name in (TRAIN_CSV, VAL_CSV) for s in read_labels_file(run_dir / name)]
+    pseudo = _pseudo_paths(run_dir)
+    return [
+        s
+        for name in (TRAIN_CSV, VAL_CSV)
+        for s in read_labels_file(run_dir / name)
+        if os.path.realpath(s.path) not in pseudo
+    ]
+
+
+def _pseudo_paths(run_dir: Path) -> set[str]:
+    """The images a run's labels file marked as pseudo-labeled (none when it trained on
+    anything else, or the file is gone)."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return set()
+    source = (load_yaml(run_dir / CONFIG_FILE).get("data") or {}).get("source")
+    if not source or not Path(source).is_file():
+        return set()
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return set()  # not such a file: train read it, so it holds no pseudo-label marks
+    folder = Path(source).parent
+    return {
+        os.path.realpath(folder / row["path"])  # an absolute path stays as it is
+        for row in rows
+        if row.get("source") == PSEUDO and row.get("path")
+    }
 
 
 def pseudo_label(
