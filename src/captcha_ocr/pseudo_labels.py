@@ -1,11 +1,11 @@
 """Pseudo-labels: a trained run reads images nobody labeled, and its surest reads become labels.
 
 Self-training: the next training learns from the run's own labels and from the images the
-run read with at least ``min_confidence``. On rkn_securimage a run trained on 1,218 labels
-read the other 1,218 development images, and a training on both (the reads kept as labels)
-read the held-out fifth nearly as well as one on all 2,436 real labels (``bench/RESULTS.md``
-section pseudo-labels). Reads below the threshold are left out: a wrong pseudo-label teaches
-the mistake. Reading side: ONNX Runtime, no Keras.
+run read with at least ``min_confidence``. On rkn_securimage a run trained on 609 labels read
+the other 1,827 development images, and a training on both (its reads kept as labels) misread
+a third fewer held-out captchas than the run: as many as doubling the real labels did
+(``bench/RESULTS.md`` section pseudo-labels). Reads below the threshold are left out: a
+wrong pseudo-label teaches the mistake. Reading side: ONNX Runtime, no Keras.
 """
 
 from __future__ import annotations
