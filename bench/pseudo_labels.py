@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import record, table
+
+from captcha_ocr.cli.read_commands import PSEUDO_MIN_CONFIDENCE
 from real_sites import (
     SITES,
     development_part,
@@ -110,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", default="rkn_securimage", choices=[s.name for s in SITES])
     parser.add_argument("--labels", type=int, default=1218, help="labeled development images")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--min-confidence", default="0.3", help="as pseudo-label's flag")
+    parser.add_argument(
+        "--min-confidence", default=PSEUDO_MIN_CONFIDENCE, help="as pseudo-label's flag"
+    )
     parser.add_argument("--small", type=Path, help="a real_sites.py --keep run of the labels")
     parser.add_argument("--keep", type=Path, help="work here and keep the runs")
     parser.add_argument("--section", default="pseudo-labels", help="RESULTS.md section name")

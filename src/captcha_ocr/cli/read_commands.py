@@ -15,7 +15,9 @@ from pathlib import Path
 from captcha_ocr.cli.options import add_command, add_label_options, add_read_options
 from captcha_ocr.errors import CaptchaOCRError
 
-# pseudo-label keeps reads of at least this confidence (see bench/RESULTS.md pseudo-labels).
+# pseudo-label keeps reads of at least this confidence: on rkn_securimage 0.3 kept more reads
+# than the run's recommended threshold, a few more of them wrong, and the training on them
+# read more of the held-out fifth (bench/RESULTS.md section pseudo-labels).
 PSEUDO_MIN_CONFIDENCE = "0.3"
 
 log = logging.getLogger("captcha_ocr")
