@@ -24,8 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import record, table
-
-from captcha_ocr.cli.read_commands import PSEUDO_MIN_CONFIDENCE
 from real_sites import (
     SITES,
     development_part,
@@ -34,6 +32,8 @@ from real_sites import (
     site_samples,
     write_csv,
 )
+
+from captcha_ocr.cli.read_commands import PSEUDO_MIN_CONFIDENCE
 
 HEADER = [
     "set",
