@@ -36,16 +36,15 @@ def row(folder: Path) -> list[object]:
     from captcha_ocr.data import read_labels_file
     from captcha_ocr.evaluate import evaluate
     from captcha_ocr.infer import Reader
-    from captcha_ocr.more_labels import count_reads, more_labels_hint
+    from captcha_ocr.more_labels import more_labels_hint, training_and_validation
     from captcha_ocr.runfolder import ONNX_FILE, TRAIN_CSV, VAL_CSV
     from captcha_ocr.suspects import CONFIDENT
 
     run, test_csv = kept_run(folder)
     reader = Reader.load(run / ONNX_FILE, threads=2, warn_not_usable=False)
-    train, val = (
-        count_reads(name, evaluate(reader, read_labels_file(run / csv)).results, CONFIDENT)
-        for name, csv in (("training", TRAIN_CSV), ("validation", VAL_CSV))
-    )
+    training = read_labels_file(run / TRAIN_CSV)
+    both = evaluate(reader, training + read_labels_file(run / VAL_CSV))
+    train, val = training_and_validation(both.results, len(training), CONFIDENT)
     held_out = evaluate(reader, read_labels_file(test_csv))
     # real_sites.py keeps a run in KEEP/runs/SET-SEED, or KEEP/VARIANT/SET-SEED with --variant
     name = folder.name if folder.parent.name == "runs" else f"{folder.parent.name}/{folder.name}"

@@ -28,6 +28,16 @@ class ImageResult:
     cer: float
     error: str | None = None
 
+    def read_otherwise(self, min_confidence: float = 0.0) -> bool:
+        """Opened and read, with at least ``min_confidence``, as some text other than its
+        label (an empty read says nothing about the label, so it is not one)."""
+        return (
+            self.error is None
+            and bool(self.prediction)
+            and self.prediction != self.label
+            and self.confidence >= min_confidence
+        )
+
 
 @dataclass
 class Report:

@@ -18,7 +18,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from captcha_ocr.evaluate import ImageResult
@@ -67,8 +67,19 @@ def count_reads(name: str, results: Iterable[ImageResult], sure_confidence: floa
     with at least ``sure_confidence``."""
     opened = [r for r in results if r.error is None]
     wrong = [r for r in opened if r.prediction != r.label]
-    sure = [r for r in wrong if r.prediction and r.confidence >= sure_confidence]
+    sure = [r for r in wrong if r.read_otherwise(sure_confidence)]
     return PartReads(name, len(opened), len(wrong), len(sure))
+
+
+def training_and_validation(
+    results: Sequence[ImageResult], train_count: int, sure_confidence: float
+) -> tuple[PartReads, PartReads]:
+    """A run's reads of its training images (the first ``train_count`` of ``results``) and
+    of its validation images (the rest), counted."""
+    return (
+        count_reads("training", results[:train_count], sure_confidence),
+        count_reads("validation", results[train_count:], sure_confidence),
+    )
 
 
 def more_labels_hint(train: PartReads, val: PartReads) -> str | None:

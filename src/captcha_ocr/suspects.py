@@ -33,7 +33,7 @@ from captcha_ocr.evaluate import Report, evaluate
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import ImageLoadError, open_image, to_rgb_or_grey
 from captcha_ocr.infer import Reader
-from captcha_ocr.more_labels import count_reads, more_labels_hint
+from captcha_ocr.more_labels import more_labels_hint, training_and_validation
 from captcha_ocr.runfolder import ONNX_FILE, SUSPECTS_CSV, SUSPECTS_GRID, TRAIN_CSV, VAL_CSV
 from captcha_ocr.survey import draw_grid
 
@@ -68,10 +68,7 @@ def find_suspects(
     suspects = [
         Suspect(r.path, r.label, r.prediction, r.confidence)
         for r in report.results
-        if r.error is None
-        and r.prediction  # None: unreadable; "": nothing read (an untrained model's answer)
-        and r.prediction != r.label
-        and r.confidence >= min_confidence
+        if r.read_otherwise(min_confidence)  # not unreadable, nor read as nothing
     ]
     suspects.sort(key=lambda s: (-s.confidence, s.path))
     return suspects if limit is None else suspects[: max(0, limit)]
@@ -222,8 +219,7 @@ def _log_reads_and_hint(report: Report, train_count: int) -> None:
     """Log how well the run reads its training images (the first ``train_count`` of
     ``report``) and its validation images, and the hint of :mod:`captcha_ocr.more_labels`
     when those reads give it."""
-    train = count_reads("training", report.results[:train_count], CONFIDENT)
-    val = count_reads("validation", report.results[train_count:], CONFIDENT)
+    train, val = training_and_validation(report.results, train_count, CONFIDENT)
     log.info("%s; %s", train.describe(), val.describe())
     hint = more_labels_hint(train, val)
     if hint:
