@@ -33,7 +33,7 @@ from real_sites import (
     write_csv,
 )
 
-from captcha_ocr.cli.read_commands import PSEUDO_MIN_CONFIDENCE
+from captcha_ocr.cli.options import PSEUDO_MIN_CONFIDENCE
 
 HEADER = [
     "set",

@@ -47,9 +47,11 @@ def test_pseudo_label_keeps_the_sure_reads_beside_the_run_labels(
     assert "1 already labeled in the run" in stdout and "captcha-ocr train" in stdout
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["label"], r["source"]) for r in rows[: len(labeled)]] == [
-        (s.label, "labeled") for s in labeled[10:] + labeled[:10]
-    ]
+    # The run's training labels, then its validation labels: train validates on the rows of
+    # part val, the images the run validated on.
+    assert [(r["label"], r["source"], r["part"]) for r in rows[: len(labeled)]] == [
+        (s.label, "labeled", "train") for s in labeled[10:]
+    ] + [(s.label, "labeled", "val") for s in labeled[:10]]
     pseudo = rows[len(labeled) :]
     reader = Reader.load(run)
     reads = {p.name: reader.read(p) for p in sorted(unlabeled.iterdir())}
@@ -59,7 +61,7 @@ def test_pseudo_label_keeps_the_sure_reads_beside_the_run_labels(
     assert f"read {len(reads):,} unlabeled image(s)" in stdout  # the one named twice: once
     for row in pseudo:
         read = reads[Path(row["path"]).name]
-        assert row["source"] == "pseudo" and row["label"] == read.text
+        assert row["source"] == "pseudo" and row["label"] == read.text and row["part"] == "train"
         assert float(row["confidence"]) == pytest.approx(read.confidence, abs=1e-5)
         assert Path(row["path"]).is_absolute()
     # train reads the file as it is; the user's images are untouched.

@@ -176,6 +176,51 @@ def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample
     return samples
 
 
+# Optional columns of a labels file with a header row (captcha-ocr pseudo-label writes
+# them; train reads them): where a label came from, and the part it belongs to.
+SOURCE_COLUMN, PSEUDO_SOURCE = "source", "pseudo"  # a model's read, not a person's label
+PART_COLUMN, VAL_PART, TRAIN_PART = "part", "val", "train"
+
+
+def labels_file_column(path: str | Path, column: str) -> dict[str, str]:
+    """The non-empty values of ``column`` in a labels file with a header row, by the real
+    path of each row's image (a relative path is relative to the file's folder, as
+    :func:`read_labels_file` reads it): empty when the file has no such column or cannot
+    be read as such a file."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    values = {}
+    for row in rows:
+        name, value = (row.get("path") or "").strip(), (row.get(column) or "").strip()
+        if name and value:
+            values[os.path.realpath(path.parent / name)] = value  # absolute stays absolute
+    return values
+
+
+def split_as_marked(
+    samples: Sequence[Sample], source: str | Path
+) -> tuple[list[Sample], list[Sample]] | None:
+    """The split a labels file marks in its ``part`` column (``val`` rows validate, the
+    rest train), or None when it marks no validation row: a later self-training round
+    validates on the very images the first round did, which were never pseudo-labeled."""
+    source = Path(source)
+    if not (source.is_file() and source.suffix.lower() in CSV_SUFFIXES):
+        return None
+    parts = labels_file_column(source, PART_COLUMN)
+    val_paths = {path for path, part in parts.items() if part == VAL_PART}
+    if not val_paths:
+        return None
+    val = [s for s in samples if os.path.realpath(s.path) in val_paths]
+    train = [s for s in samples if os.path.realpath(s.path) not in val_paths]
+    if not train:
+        raise CaptchaOCRError(f"{source} marks every row part={VAL_PART}: nothing left to train on")
+    return train, val
+
+
 def collect_samples(
     source: str | Path, label_pattern: str | None = None, ignore_case: bool = False
 ) -> ScanResult:

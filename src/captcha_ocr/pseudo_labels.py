@@ -18,29 +18,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captcha_ocr.config import load_yaml
-from captcha_ocr.data import Sample, read_labels_file
+from captcha_ocr.data import (
+    PSEUDO_SOURCE,
+    SOURCE_COLUMN,
+    TRAIN_PART,
+    VAL_PART,
+    Sample,
+    labels_file_column,
+    read_labels_file,
+)
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.files import write_text_atomic
 from captcha_ocr.infer import Reader
 from captcha_ocr.runfolder import CONFIG_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
 
-CSV_COLUMNS = ("path", "label", "confidence", "source")  # train reads the first two
-LABELED, PSEUDO = "labeled", "pseudo"  # the source column: a person's label, or a read
+# train reads path and label, validates on the rows of part val (the run's own validation
+# images, so every round validates on the same person-labeled images) and trains on the rest
+CSV_COLUMNS = ("path", "label", "confidence", SOURCE_COLUMN, "part")
+LABELED = "labeled"  # the source column of a person's label (PSEUDO_SOURCE: a model's read)
 
 
 @dataclass(frozen=True)
 class PseudoLabels:
     """A run's own labels and the reads of unlabeled images kept as labels."""
 
-    labeled: list[Sample]  # the run's training and validation labels
+    training: list[Sample]  # the run's training labels (less its pseudo-labels)
+    validation: list[Sample]  # the run's validation labels
     kept: list[tuple[str, str, float]]  # (path, read, confidence) at >= min_confidence
     read: int  # unlabeled images read (the ones already labeled are not read again)
     unreadable: int
     already_labeled: int
     min_confidence: float
 
+    @property
+    def labels(self) -> int:
+        """The person's labels among them (training and validation)."""
+        return len(self.training) + len(self.validation)
 
-def run_labels(run_dir: Path) -> list[Sample]:
+    def describe(self) -> str:
+        return (
+            f"read {self.read:,} unlabeled image(s) ({self.unreadable} unreadable, "
+            f"{self.already_labeled} already labeled in the run, not read): kept "
+            f"{len(self.kept):,} read with confidence >= {self.min_confidence:.3f}"
+        )
+
+
+def run_labels(run_dir: Path) -> tuple[list[Sample], list[Sample]]:
     """The labels a run trained and validated on (its ``train.csv`` and ``val.csv``), less
     the pseudo-labels among them when it trained on a file this module wrote: a later round
     reads those images again, with a better model, instead of keeping an earlier read."""
@@ -50,16 +73,17 @@ def run_labels(run_dir: Path) -> list[Sample]:
             f"{run_dir} has no {' or '.join(missing)}: give the run folder that "
             "captcha-ocr train made (pseudo-labels are added to its own labels)"
         )
-    pseudo = _pseudo_paths(run_dir)
-    return [
-        s
-        for name in (TRAIN_CSV, VAL_CSV)
-        for s in read_labels_file(run_dir / name)
-        if os.path.realpath(s.path) not in pseudo
-    ]
+    return person_labels(run_dir, TRAIN_CSV), person_labels(run_dir, VAL_CSV)
 
 
-def _pseudo_paths(run_dir: Path) -> set[str]:
+def person_labels(run_dir: Path, name: str) -> list[Sample]:
+    """The labels of the run's ``name`` file (``train.csv``, ``val.csv``) that a person gave:
+    all of them, less the pseudo-labels when the run trained on a file this module wrote."""
+    pseudo = pseudo_labeled_paths(run_dir)
+    return [s for s in read_labels_file(run_dir / name) if os.path.realpath(s.path) not in pseudo]
+
+
+def pseudo_labeled_paths(run_dir: Path) -> set[str]:
     """The images a run's labels file marked as pseudo-labeled (none when it trained on
     anything else, or the file is gone)."""
     if not (run_dir / CONFIG_FILE).is_file():
@@ -67,17 +91,8 @@ def _pseudo_paths(run_dir: Path) -> set[str]:
     source = (load_yaml(run_dir / CONFIG_FILE).get("data") or {}).get("source")
     if not source or not Path(source).is_file():
         return set()
-    try:
-        with open(source, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return set()  # not such a file: train read it, so it holds no pseudo-label marks
-    folder = Path(source).parent
-    return {
-        os.path.realpath(folder / row["path"])  # an absolute path stays as it is
-        for row in rows
-        if row.get("source") == PSEUDO and row.get("path")
-    }
+    sources = labels_file_column(source, SOURCE_COLUMN)
+    return {path for path, value in sources.items() if value == PSEUDO_SOURCE}
 
 
 def pseudo_label(
@@ -96,8 +111,8 @@ def pseudo_label(
     if not isinstance(min_confidence, str) and not 0.0 <= min_confidence <= 1.0:
         raise CaptchaOCRError(f"min_confidence must be from 0 to 1, got {min_confidence}")
     run_dir = Path(run_dir)
-    labeled = run_labels(run_dir)
-    known = {os.path.realpath(s.path) for s in labeled}
+    training, validation = run_labels(run_dir)
+    known = {os.path.realpath(s.path) for s in training + validation}
     by_file = {os.path.realpath(path): path for path in images}  # an image named twice: once
     unlabeled = [path for real, path in by_file.items() if real not in known]
     reader = Reader.load(run_dir / ONNX_FILE, threads=threads, warn_not_usable=False)
@@ -108,13 +123,19 @@ def pseudo_label(
         )
     threshold = reader.min_confidence(min_confidence)
     predictions = reader.read_batch(unlabeled, batch_size, skip_errors=True, progress=progress)
+    if unlabeled and all(p.error is not None for p in predictions):
+        raise CaptchaOCRError(
+            f"none of the {len(unlabeled)} unlabeled images could be read; check that the "
+            "files are images (PNG, JPEG, ...) and not damaged"
+        )
     kept = [
         (str(Path(path).resolve()), p.text, p.confidence)
         for path, p in zip(unlabeled, predictions)
         if p.error is None and p.text and p.confidence >= threshold
     ]
     return PseudoLabels(
-        labeled=labeled,
+        training=training,
+        validation=validation,
         kept=kept,
         read=len(unlabeled),
         unreadable=sum(p.error is not None for p in predictions),
@@ -124,12 +145,16 @@ def pseudo_label(
 
 
 def write_pseudo_csv(result: PseudoLabels, path: str | os.PathLike) -> Path:
-    """The run's labels, then the kept reads, as ``path,label,confidence,source`` rows with
-    absolute paths (atomically): a labels file ``captcha-ocr train`` reads as it is."""
+    """The run's labels, then the kept reads, as ``path,label,confidence,source,part`` rows
+    with absolute paths (atomically): a labels file ``captcha-ocr train`` reads as it is,
+    validating on the run's own validation images."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    writer.writerows((str(Path(s.path).resolve()), s.label, "", LABELED) for s in result.labeled)
-    writer.writerows((p, text, f"{conf:.6f}", PSEUDO) for p, text, conf in result.kept)
+    for part, samples in ((TRAIN_PART, result.training), (VAL_PART, result.validation)):
+        writer.writerows((str(Path(s.path).resolve()), s.label, "", LABELED, part) for s in samples)
+    writer.writerows(
+        (p, text, f"{conf:.6f}", PSEUDO_SOURCE, TRAIN_PART) for p, text, conf in result.kept
+    )
     write_text_atomic(path, buffer.getvalue())
     return Path(path)

@@ -41,6 +41,7 @@ from captcha_ocr.data import (
     model_input_size,
     most_common_size,
     read_labels_file,
+    split_as_marked,
     split_samples,
     write_samples_csv,
 )
@@ -328,7 +329,10 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
     log.info("found %d labeled images in %s", len(samples), data)
     warn_about_spaces(samples)
     spec = measure_spec(samples, config, init_spec(config.init) if config.init else None)
-    train_samples, val_samples = split_samples(samples, config.val_fraction, config.seed)
+    marked = split_as_marked(samples, data)
+    if marked:
+        log.info("validation: the %d images the labels file marks part=val", len(marked[1]))
+    train_samples, val_samples = marked or split_samples(samples, config.val_fraction, config.seed)
     if config.epochs is None:
         config = dataclasses.replace(
             config,

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.presets import PRESETS
 
 Command = Callable[[argparse.Namespace], int]
+
+# The confidence a read needs to become a pseudo-label (pseudo-label, train --unlabeled): on
+# rkn_securimage 0.3 kept more reads, a few more of them wrong, and taught more than the run's
+# recommended threshold (bench/RESULTS.md, section pseudo-labels).
+PSEUDO_MIN_CONFIDENCE = "0.3"
+# train --unlabeled: self-training rounds after the first training; the second round still
+# paid on rkn_securimage (section pseudo-labels).
+SELF_TRAINING_ROUNDS = 2
 
 
 def add_command(
@@ -61,3 +71,37 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--allowed-chars", help="restrict the output to these characters")
+
+
+def min_confidence_flag(given: str, flag: str = "--min-confidence") -> float | str:
+    """A ``--min-confidence`` flag as given: a number from 0 to 1, or ``recommended``."""
+    from captcha_ocr.infer import RECOMMENDED
+
+    if given == RECOMMENDED:
+        return given
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise CaptchaOCRError(f"{flag} {given!r}: give a number from 0 to 1, or {RECOMMENDED}")
+    return value
+
+
+def image_paths(items: Sequence[str]) -> list[str]:
+    """The image files named, folders expanded to the images in them."""
+    from captcha_ocr.data import image_files
+
+    paths: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = [str(p) for p in image_files(path)]
+            if not found:
+                raise CaptchaOCRError(f"no images found in folder {path}")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise CaptchaOCRError(f"{path} does not exist")
+    return paths

@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
-from pathlib import Path
 
-from captcha_ocr.cli.options import add_command, add_label_options, add_read_options
+from captcha_ocr.cli.options import (
+    PSEUDO_MIN_CONFIDENCE,
+    add_command,
+    add_label_options,
+    add_read_options,
+    image_paths,
+    min_confidence_flag,
+)
 from captcha_ocr.errors import CaptchaOCRError
 
 # pseudo-label keeps reads of at least this confidence: on rkn_securimage 0.3 kept more reads
 # than the run's recommended threshold, a few more of them wrong, and the training on them
 # read more of the held-out fifth (bench/RESULTS.md section pseudo-labels).
-PSEUDO_MIN_CONFIDENCE = "0.3"
 
 log = logging.getLogger("captcha_ocr")
 
@@ -87,8 +91,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     reader = Reader.load(args.model, threads=args.threads)
     min_confidence = None
     if args.min_confidence is not None:
-        min_confidence = reader.min_confidence(_min_confidence_flag(args.min_confidence))
-    paths = _image_paths(args.images)
+        min_confidence = reader.min_confidence(min_confidence_flag(args.min_confidence))
+    paths = image_paths(args.images)
     predictions = reader.read_batch(
         paths,
         batch_size=args.batch_size,
@@ -130,23 +134,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         log.warning("%d of %d image(s) could not be read", failed, len(paths))
     return 1 if failed else 0
-
-
-def _min_confidence_flag(given: str) -> float | str:
-    """``--min-confidence`` as given: a number from 0 to 1, or ``recommended``."""
-    from captcha_ocr.infer import RECOMMENDED
-
-    if given == RECOMMENDED:
-        return given
-    try:
-        value = float(given)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise CaptchaOCRError(
-            f"--min-confidence {given!r}: give a number from 0 to 1, or {RECOMMENDED}"
-        )
-    return value
 
 
 def _predict_on_ray(args: argparse.Namespace) -> int:
@@ -197,25 +184,6 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
             " (their rows have the error)" if summary.out else "",
         )
     return 1 if summary.failed else 0
-
-
-def _image_paths(items: Sequence[str]) -> list[str]:
-    """The image files named, folders expanded to the images in them."""
-    from captcha_ocr.data import image_files
-
-    paths: list[str] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = [str(p) for p in image_files(path)]
-            if not found:
-                raise CaptchaOCRError(f"no images found in folder {path}")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(str(path))
-        else:
-            raise CaptchaOCRError(f"{path} does not exist")
-    return paths
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -320,7 +288,8 @@ def add_pseudo_label(sub: argparse._SubParsersAction) -> None:
         required=True,
         metavar="LABELS.csv",
         help="the labels file to write: the run's own labels, then the kept reads "
-        "(path,label,confidence,source); train on it with captcha-ocr train LABELS.csv",
+        "(path,label,confidence,source,part: train validates on the run's own validation "
+        "images, the rows of part val); train on it with captcha-ocr train LABELS.csv",
     )
     p.add_argument(
         "--min-confidence",
@@ -338,22 +307,15 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from captcha_ocr.pseudo_labels import pseudo_label, write_pseudo_csv
 
     run_dir = resolve_model_path(args.run_dir).parent
-    threshold = _min_confidence_flag(args.min_confidence)
-    paths = _image_paths(args.images)
+    threshold = min_confidence_flag(args.min_confidence)
+    paths = image_paths(args.images)
     result = pseudo_label(
         run_dir, paths, threshold, args.threads, args.batch_size, progress=len(paths) > 200
     )
-    if result.read and result.unreadable == result.read:
-        raise CaptchaOCRError(
-            f"none of the {result.read} unlabeled images could be read; check that the files "
-            "are images (PNG, JPEG, ...) and not damaged"
-        )
     out = write_pseudo_csv(result, args.out)
     print(
-        f"read {result.read:,} unlabeled image(s) ({result.unreadable} unreadable, "
-        f"{result.already_labeled} already labeled in the run, not read): kept "
-        f"{len(result.kept):,} read with confidence >= {result.min_confidence:.3f}\n"
-        f"wrote {out}: the run's {len(result.labeled):,} labels and {len(result.kept):,} "
+        f"{result.describe()}\n"
+        f"wrote {out}: the run's {result.labels:,} labels and {len(result.kept):,} "
         f"pseudo-labels\n"
         f"train on them: captcha-ocr train {out}"
     )

@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from captcha_ocr.cli.options import add_command, add_input_size_options, add_label_options
+from captcha_ocr.cli.options import (
+    PSEUDO_MIN_CONFIDENCE,
+    SELF_TRAINING_ROUNDS,
+    add_command,
+    add_input_size_options,
+    add_label_options,
+    image_paths,
+    min_confidence_flag,
+)
 from captcha_ocr.config import (
     ADAPT_AUTO,
     ADAPT_NONE,
@@ -206,6 +214,29 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "and the log says how well it reads each part, with a hint when more labels would "
         "help most)",
     )
+    p.add_argument(
+        "--unlabeled",
+        action="append",
+        metavar="SOURCE",
+        help="images nobody labeled (a folder, recursively, or a file; repeat the flag for "
+        "more): after training, the run reads them and a new run trains on the labels and its "
+        "surest reads, --rounds times (self-training; each round is a full training). Every "
+        "round validates on the first run's validation images; latest ends on the best",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=SELF_TRAINING_ROUNDS,
+        help="self-training rounds after the first training, with --unlabeled "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--pseudo-min-confidence",
+        default=PSEUDO_MIN_CONFIDENCE,
+        metavar="P|recommended",
+        help="with --unlabeled: the confidence a read needs to become a label "
+        "(default %(default)s, as captcha-ocr pseudo-label)",
+    )
     add_label_options(p)
     p.add_argument(
         "--strict", action="store_true", help="unreadable images are an error, not a skip"
@@ -247,12 +278,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             preset = init_spec(args.init).preset
         config = resolve_train_config(preset, file_overrides, _train_overrides(args))
         samples = find_samples(args.data, config.label_pattern, config.ignore_case)
+    unlabeled, pseudo_min_confidence = _self_training_flags(args)
     log.info("loading TensorFlow ...")
     if args.dry_run:
         from captcha_ocr.train import plan
 
         for key, value in plan(args.data, config, samples).items():
             print(f"{key}: {value}")
+        if unlabeled:
+            print(
+                f"self-training: {args.rounds} more round(s), each a full training on the "
+                f"labels and the reads of {len(unlabeled):,} unlabeled image(s) with "
+                f"confidence >= {pseudo_min_confidence}"
+            )
         return 0
     from captcha_ocr.export import export_run
     from captcha_ocr.train import train
@@ -269,6 +307,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
     onnx_path = export_run(result.run_dir)
+    if unlabeled and not result.not_usable:
+        from captcha_ocr.self_training import best_round, format_rounds, self_train
+
+        rounds = self_train(
+            result, unlabeled, args.out or DEFAULT_RUNS_DIR, config, args.rounds,
+            pseudo_min_confidence, progress=not args.quiet,
+        )  # fmt: skip
+        print(format_rounds(rounds))
+        result = best_round(rounds).result
+        onnx_path = result.run_dir / ONNX_FILE
+    elif unlabeled:
+        log.warning("no self-training round: the first run did not learn")
     if not args.no_suspects:
         from captcha_ocr.suspects import check_run_labels
 
@@ -291,6 +341,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return NOT_LEARNED_STATUS
     return 0
+
+
+def _self_training_flags(args: argparse.Namespace) -> tuple[list[str], float | str]:
+    """The images of --unlabeled (found before the slow TensorFlow import) and the checked
+    --pseudo-min-confidence; no images without --unlabeled."""
+    if not args.unlabeled:
+        return [], 0.0
+    if args.rounds < 1:
+        raise CaptchaOCRError(f"--rounds {args.rounds}: give 1 or more self-training rounds")
+    threshold = min_confidence_flag(args.pseudo_min_confidence, "--pseudo-min-confidence")
+    return image_paths(args.unlabeled), threshold
 
 
 def _train_overrides(args: argparse.Namespace) -> dict:

@@ -1,0 +1,115 @@
+"""Self-training rounds: a trained run reads the unlabeled images, and a new run trains on the
+person's labels and the surest reads; then again, with the better model.
+
+``captcha-ocr train DATA --unlabeled FOLDER`` runs the rounds after the first training. Each
+round's labels file (``pseudo_labels.csv`` in the folder of the run that read them) keeps the
+first run's validation images as validation (``part`` column), so every round is judged on
+the same person-labeled images, none of them ever pseudo-labeled; ``latest`` ends on the round
+that reads them best. On rkn_securimage, 1,218 labels and two rounds over 1,218 unlabeled
+images read about as many held-out captchas as 2,436 typed labels (``bench/RESULTS.md``,
+section pseudo-labels). Each round is a full training: the rounds multiply the time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from captcha_ocr.config import TrainConfig
+from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.export import export_run
+from captcha_ocr.fit import TrainResult
+from captcha_ocr.plateau import exact_accuracy
+from captcha_ocr.pseudo_labels import pseudo_label, write_pseudo_csv
+from captcha_ocr.runfolder import point_latest
+from captcha_ocr.train import train
+
+log = logging.getLogger(__name__)
+
+PSEUDO_CSV = "pseudo_labels.csv"  # in the run folder that read the images: the next round's data
+
+
+@dataclass(frozen=True)
+class Round:
+    """One training of the loop: the first (``pseudo_labels`` 0) or a self-training round."""
+
+    number: int
+    result: TrainResult
+    pseudo_labels: int  # reads of unlabeled images it trained on
+
+    @property
+    def val_accuracy(self) -> float:
+        return exact_accuracy(self.result.best) if self.result.best else 0.0
+
+
+def self_train(
+    first: TrainResult,
+    images: Sequence[str],
+    out: str | Path,
+    config: TrainConfig,
+    rounds: int,
+    min_confidence: float | str,
+    progress: bool = True,
+) -> list[Round]:
+    """After ``first`` (trained and exported), ``rounds`` more trainings under ``out`` with
+    ``config``, each on the previous run's labels and its reads of ``images`` with at least
+    ``min_confidence``; each is exported. Stops early at a run that did not learn (its reads
+    would teach its mistakes). ``latest`` points at the round with the best validation
+    accuracy (the later one on a tie: it learned from more images). Returns every round."""
+    if rounds < 1:
+        raise CaptchaOCRError(f"rounds must be 1 or more, got {rounds}")
+    if first.not_usable:
+        raise CaptchaOCRError(
+            f"the first run did not learn ({first.not_usable}): its reads would teach its "
+            "mistakes, so no self-training round was run"
+        )
+    done = [Round(1, first, 0)]
+    log.info("round 1 of %d: validation accuracy %.2f%%", rounds + 1, 100 * done[0].val_accuracy)
+    for number in range(2, rounds + 2):
+        previous = done[-1].result.run_dir
+        reads = pseudo_label(previous, images, min_confidence, progress=progress)
+        labels_file = write_pseudo_csv(reads, previous / PSEUDO_CSV)
+        log.info(
+            "round %d of %d: %s; training on the %d labels and %d pseudo-labels (%s)",
+            number, rounds + 1, reads.describe(), reads.labels, len(reads.kept), labels_file,
+        )  # fmt: skip
+        result = train(labels_file, out, config, progress=progress)
+        export_run(result.run_dir)
+        done.append(Round(number, result, len(reads.kept)))
+        log.info(
+            "round %d of %d: validation accuracy %.2f%% (round %d: %.2f%%)",
+            number, rounds + 1, 100 * done[-1].val_accuracy, number - 1,
+            100 * done[-2].val_accuracy,
+        )  # fmt: skip
+        if result.not_usable:
+            log.warning("round %d did not learn (%s); no later round", number, result.not_usable)
+            break
+    best = best_round(done)
+    point_latest(best.result.run_dir)
+    return done
+
+
+def best_round(rounds: Sequence[Round]) -> Round:
+    """The usable round that reads the shared validation images best, the later on a tie.
+
+    >>> from types import SimpleNamespace as S
+    >>> runs = [S(best={"val_wer": w}, not_usable="") for w in (0.10, 0.05, 0.05)]
+    >>> best_round([Round(k + 1, r, 0) for k, r in enumerate(runs)]).number
+    3
+    """
+    usable = [r for r in rounds if not r.result.not_usable] or list(rounds)
+    return max(reversed(usable), key=lambda r: r.val_accuracy)
+
+
+def format_rounds(rounds: Sequence[Round]) -> str:
+    """One line a round: its run folder, what it trained on, its validation accuracy; the
+    best marked."""
+    best = best_round(rounds)
+    return "\n".join(
+        f"round {r.number}: {r.result.run_dir} "
+        f"({r.pseudo_labels:,} pseudo-labels): validation accuracy {r.val_accuracy:.2%}"
+        + ("  <- best (latest)" if r is best else "")
+        for r in rounds
+    )
