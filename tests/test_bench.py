@@ -517,3 +517,31 @@ def test_pseudo_labels_smoke(synth_dir: Path, tmp_path: Path, monkeypatch, capsy
     assert [(r["labels"], r["read"]) for r in rows] == [(60, development - 60)]
     written = (tmp_path / "k" / "seed-0" / "pseudo-0.csv").read_text().splitlines()
     assert len(written) == 1 + 60 + rows[0]["kept"]
+
+
+def test_self_training_smoke(synth_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A fake site: train --unlabeled on 60 of its labels and the rest of its development
+    part; the row has each round's held-out reads and the pseudo-labels each trained on."""
+    import shutil
+
+    import real_sites
+    import self_training
+
+    shutil.copytree(synth_dir, tmp_path / "datasets" / "fake")
+    monkeypatch.setattr(real_sites, "DATASETS", tmp_path / "datasets")
+    monkeypatch.setattr(self_training, "SITES", [real_sites.Site("fake")])
+    argv = ["--set", "fake", "--labels", "60", "--rounds", "1", "--keep", str(tmp_path / "k"),
+            "--no-record", "--flags", "--preset", "tiny", "--epochs", "1", "--min-accuracy", "0",
+            "--pseudo-min-confidence", "0"]  # fmt: skip
+    self_training.main(argv)
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line[:1] == "{"]
+    development = sum(not real_sites.held_out(p.name) for p in synth_dir.iterdir())
+    assert [(r["labels"], r["unlabeled"], len(r["accuracy"])) for r in rows] == [
+        (60, development - 60, 2)
+    ]
+    assert len(rows[0]["kept"]) == 1 and rows[0]["latest"] in (1, 2)
+    assert "| fake | 0 | 60 |" in out
+    assert sorted(p.name for p in (tmp_path / "datasets" / "fake").iterdir()) == sorted(
+        p.name for p in synth_dir.iterdir()
+    )

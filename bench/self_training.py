@@ -1,0 +1,125 @@
+"""What ``captcha-ocr train LABELS --unlabeled FOLDER`` gives: a set's first N development
+labels train, the rest of its development part is the folder of unlabeled images, and every
+round's run is read on the held-out fifth beside the first one (labels only).
+
+    python bench/self_training.py --set captcha_images_v2 --labels 50 --seeds 0 1 2
+    python bench/self_training.py --set rkn_securimage --labels 609 --seeds 0
+
+The labeled part is what ``bench/real_sites.py --max-train N`` trains on (the first N of the
+development part in the order of a hash of the file names); the unlabeled folder links the
+rest, whose labels serve here only to count how many pseudo-labels were right. One training
+command a seed, as a user runs it; the rounds are its run folders in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import record, table
+from real_sites import SITES, development_part, held_out, site_samples, write_csv
+
+HEADER = [
+    "set",
+    "seed",
+    "labels",
+    "unlabeled",
+    "held-out, round by round (round 1: labels only)",
+    "pseudo-labels kept (right), round by round",
+    "latest (best validation)",
+    "gain",
+    "train s (all rounds)",
+]
+
+
+def _pseudo_counts(labels_file: Path, truth: dict[str, str]) -> tuple[int, int]:
+    """The pseudo-labels a round trained on, and how many of them were right."""
+    with open(labels_file, newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["source"] == "pseudo"]
+    return len(rows), sum(truth.get(r["path"]) == r["label"] for r in rows)
+
+
+def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) -> list:
+    """The training command with ``--unlabeled`` on one seed; one table row."""
+    from captcha_ocr.data import read_labels_file
+    from captcha_ocr.evaluate import evaluate
+    from captcha_ocr.infer import Reader
+
+    samples = site_samples(site)
+    labeled = development_part(samples, labels)
+    taken = {path for path, _ in labeled}
+    unlabeled = [s for s in development_part(samples, len(samples)) if s[0] not in taken]
+    write_csv(labeled, work / "labels.csv")
+    write_csv([s for s in samples if held_out(Path(s[0]).name)], work / "test.csv")
+    test = read_labels_file(work / "test.csv")
+    folder = work / "unlabeled"
+    folder.mkdir()
+    for path, _ in unlabeled:  # links: the images stay where they are, unchanged
+        (folder / Path(path).name).symlink_to(path)
+    command = [
+        sys.executable, "-m", "captcha_ocr", "train", str(work / "labels.csv"),
+        "--out", str(work / "runs"), "--seed", str(seed), "--quiet",
+        "--unlabeled", str(folder), "--rounds", str(rounds), *flags,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"train failed ({done.returncode}): {done.stderr[-2000:]}")
+    runs = sorted(p for p in (work / "runs").iterdir() if p.name != "latest")
+    accuracy = [evaluate(Reader.load(run, threads=2), test).accuracy for run in runs]
+    truth = dict(unlabeled)
+    kept = [_pseudo_counts(run / "pseudo_labels.csv", truth) for run in runs[:-1]]
+    latest = runs.index((work / "runs" / "latest").resolve())
+    row = {
+        "set": site.name, "seed": seed, "labels": labels, "unlabeled": len(unlabeled),
+        "accuracy": accuracy, "kept": kept, "latest": latest + 1, "seconds": seconds,
+    }  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return [
+        site.name,
+        seed,
+        f"{labels:,}",
+        f"{len(unlabeled):,}",
+        " / ".join(f"{a:.2%}" for a in accuracy),
+        " / ".join(f"{n:,} ({right / max(1, n):.1%})" for n, right in kept),
+        f"round {latest + 1}: **{accuracy[latest]:.2%}**",
+        f"{100 * (accuracy[latest] - accuracy[0]):+.2f} pts",
+        f"{seconds:.0f}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--set", default="captcha_images_v2", choices=[s.name for s in SITES])
+    parser.add_argument("--labels", type=int, default=50, help="labeled development images")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--rounds", type=int, default=2, help="train's --rounds")
+    parser.add_argument("--keep", type=Path, help="work here and keep the runs")
+    parser.add_argument("--section", default="self-training", help="RESULTS.md section name")
+    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="train flags")
+    args = parser.parse_args(argv)
+    site = next(s for s in SITES if s.name == args.set)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="captcha-self-training-") as tmp:
+        for seed in args.seeds:
+            work = (args.keep or Path(tmp)) / f"{site.name}-{args.labels}-{seed}"
+            work.mkdir(parents=True)
+            rows.append(one_seed(site, seed, args.labels, args.rounds, work, args.flags))
+    title = "Self-training: train --unlabeled, round by round"
+    record(None if args.no_record else args.section, title, table(HEADER, rows))
+
+
+if __name__ == "__main__":
+    main()
