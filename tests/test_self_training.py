@@ -105,3 +105,48 @@ def test_train_unlabeled_trains_rounds_on_the_labels_and_the_last_reads(
     assert len(best) == 1 and str((out / "latest").resolve()) in best[0]
     assert f"run folder: {(out / 'latest').resolve()}" in stdout
     assert _digests(unlabeled) == before  # the user's images are never changed
+
+
+def _fake_round(run_dir: Path, val_wer: float, interrupted: bool = False, not_usable: str = ""):
+    from types import SimpleNamespace
+
+    run_dir.mkdir(parents=True)
+    state = SimpleNamespace(interrupted=interrupted)
+    return SimpleNamespace(run_dir=run_dir, best={"val_wer": val_wer}, state=state,
+                           not_usable=not_usable)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("second", "third", "trained", "best"),
+    [
+        ({"val_wer": 0.1}, {"val_wer": 0.2}, 2, 2),  # the best round ends as latest
+        ({"val_wer": 0.3, "interrupted": True}, {"val_wer": 0.0}, 1, 1),  # Ctrl-C: no more
+        ({"val_wer": 0.9, "not_usable": "0 %"}, {"val_wer": 0.0}, 1, 1),  # did not learn
+    ],
+)
+def test_self_train_stops_at_an_interrupted_or_unusable_round(
+    tmp_path: Path, monkeypatch, second: dict, third: dict, trained: int, best: int
+) -> None:
+    """The loop alone (training, export and reads faked): it trains while rounds learn, and
+    ``latest`` points at the round that reads the shared validation images best."""
+    from types import SimpleNamespace
+
+    from captcha_ocr import self_training
+
+    out = tmp_path / "runs"
+    results = iter([_fake_round(out / "r2", **second), _fake_round(out / "r3", **third)])
+    calls = []
+    monkeypatch.setattr(self_training, "train", lambda data, *a, **k: calls.append(data) or next(results))  # fmt: skip
+    monkeypatch.setattr(self_training, "export_run", lambda run_dir: None)
+    reads = SimpleNamespace(kept=[("x.png", "ab", 0.9)], labels=10, describe=lambda: "read 1")
+    monkeypatch.setattr(self_training, "pseudo_label", lambda *a, **k: reads)
+    monkeypatch.setattr(self_training, "write_pseudo_csv", lambda result, path: path)
+    first = _fake_round(out / "r1", 0.25)
+    rounds = self_training.self_train(first, ["x.png"], out, None, 2, 0.3, progress=False)
+    assert len(calls) == trained and calls[0] == out / "r1" / "pseudo_labels.csv"
+    assert [r.number for r in rounds] == list(range(1, trained + 2))
+    assert (out / "latest").resolve() == rounds[best - 1].result.run_dir
+    with pytest.raises(CaptchaOCRError, match="interrupted"):
+        self_training.self_train(_fake_round(tmp_path / "i", 0.1, interrupted=True), [], out, None, 2, 0.3)  # fmt: skip
+    with pytest.raises(CaptchaOCRError, match="did not learn"):
+        self_training.self_train(_fake_round(tmp_path / "n", 0.9, not_usable="x"), [], out, None, 2, 0.3)  # fmt: skip

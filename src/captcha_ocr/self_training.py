@@ -60,6 +60,8 @@ def self_train(
     accuracy (the later one on a tie: it learned from more images). Returns every round."""
     if rounds < 1:
         raise CaptchaOCRError(f"rounds must be 1 or more, got {rounds}")
+    if first.state.interrupted:
+        raise CaptchaOCRError("the first run was interrupted: no self-training round was run")
     if first.not_usable:
         raise CaptchaOCRError(
             f"the first run did not learn ({first.not_usable}): its reads would teach its "
@@ -83,6 +85,13 @@ def self_train(
             number, rounds + 1, 100 * done[-1].val_accuracy, number - 1,
             100 * done[-2].val_accuracy,
         )  # fmt: skip
+        if result.state.interrupted:  # Ctrl-C: keep what was done, start nothing new
+            log.warning(
+                "round %d was interrupted; its best checkpoint is exported, and no later round "
+                "runs (go on with: captcha-ocr train --resume %s, then captcha-ocr "
+                "pseudo-label)", number, result.run_dir,
+            )  # fmt: skip
+            break
         if result.not_usable:
             log.warning("round %d did not learn (%s); no later round", number, result.not_usable)
             break

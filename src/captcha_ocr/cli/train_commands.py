@@ -307,7 +307,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     log.info("exporting the best model (epoch %d) to ONNX ...", result.state.best_epoch)
     onnx_path = export_run(result.run_dir)
-    if unlabeled and not result.not_usable:
+    if unlabeled and not result.not_usable and not result.state.interrupted:
         from captcha_ocr.self_training import best_round, format_rounds, self_train
 
         rounds = self_train(
@@ -318,7 +318,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = best_round(rounds).result
         onnx_path = result.run_dir / ONNX_FILE
     elif unlabeled:
-        log.warning("no self-training round: the first run did not learn")
+        why = "was interrupted" if result.state.interrupted else "did not learn"
+        log.warning("no self-training round: the first run %s", why)
     if not args.no_suspects:
         from captcha_ocr.suspects import check_run_labels
 
