@@ -19,6 +19,7 @@ from pathlib import Path
 
 from captcha_ocr.config import load_yaml
 from captcha_ocr.data import (
+    PART_COLUMN,
     PSEUDO_SOURCE,
     SOURCE_COLUMN,
     TRAIN_PART,
@@ -34,7 +35,7 @@ from captcha_ocr.runfolder import CONFIG_FILE, ONNX_FILE, TRAIN_CSV, VAL_CSV
 
 # train reads path and label, validates on the rows of part val (the run's own validation
 # images, so every round validates on the same person-labeled images) and trains on the rest
-CSV_COLUMNS = ("path", "label", "confidence", SOURCE_COLUMN, "part")
+CSV_COLUMNS = ("path", "label", "confidence", SOURCE_COLUMN, PART_COLUMN)
 LABELED = "labeled"  # the source column of a person's label (PSEUDO_SOURCE: a model's read)
 
 

@@ -20,10 +20,6 @@ from captcha_ocr.cli.options import (
 )
 from captcha_ocr.errors import CaptchaOCRError
 
-# pseudo-label keeps reads of at least this confidence: on rkn_securimage 0.3 kept more reads
-# than the run's recommended threshold, a few more of them wrong, and the training on them
-# read more of the held-out fifth (bench/RESULTS.md section pseudo-labels).
-
 log = logging.getLogger("captcha_ocr")
 
 
