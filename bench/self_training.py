@@ -14,7 +14,6 @@ command a seed, as a user runs it; the rounds are its run folders in order.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -42,9 +41,11 @@ HEADER = [
 
 def _pseudo_counts(labels_file: Path, truth: dict[str, str]) -> tuple[int, int]:
     """The pseudo-labels a round trained on, and how many of them were right."""
-    with open(labels_file, newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["source"] == "pseudo"]
-    return len(rows), sum(truth.get(r["path"]) == r["label"] for r in rows)
+    from captcha_ocr.data import PSEUDO_SOURCE, SOURCE_COLUMN, labels_file_column, read_labels_file
+
+    marks = labels_file_column(labels_file, SOURCE_COLUMN)
+    rows = [s for s in read_labels_file(labels_file) if marks.get(s.path) == PSEUDO_SOURCE]
+    return len(rows), sum(truth.get(s.path) == s.label for s in rows)
 
 
 def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) -> list:
@@ -52,7 +53,9 @@ def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) ->
     from captcha_ocr.data import read_labels_file
     from captcha_ocr.evaluate import evaluate
     from captcha_ocr.infer import Reader
+    from captcha_ocr.self_training import PSEUDO_CSV
 
+    work = work.resolve()
     samples = site_samples(site)
     labeled = development_part(samples, labels)
     taken = {path for path, _ in labeled}
@@ -62,8 +65,8 @@ def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) ->
     test = read_labels_file(work / "test.csv")
     folder = work / "unlabeled"
     folder.mkdir()
-    for path, _ in unlabeled:  # links: the images stay where they are, unchanged
-        (folder / Path(path).name).symlink_to(path)
+    for k, (path, _) in enumerate(unlabeled):  # links: the images stay where they are
+        (folder / f"{k:05d}-{Path(path).name}").symlink_to(path)
     command = [
         sys.executable, "-m", "captcha_ocr", "train", str(work / "labels.csv"),
         "--out", str(work / "runs"), "--seed", str(seed), "--quiet",
@@ -77,7 +80,7 @@ def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) ->
     runs = sorted(p for p in (work / "runs").iterdir() if p.name != "latest")
     accuracy = [evaluate(Reader.load(run, threads=2), test).accuracy for run in runs]
     truth = dict(unlabeled)
-    kept = [_pseudo_counts(run / "pseudo_labels.csv", truth) for run in runs[:-1]]
+    kept = [_pseudo_counts(run / PSEUDO_CSV, truth) for run in runs[:-1]]
     latest = runs.index((work / "runs" / "latest").resolve())
     row = {
         "set": site.name, "seed": seed, "labels": labels, "unlabeled": len(unlabeled),

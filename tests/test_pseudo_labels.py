@@ -102,3 +102,26 @@ def test_pseudo_label_errors(run_and_unlabeled, tmp_path: Path, capsys) -> None:
     onnx.save(proto, run / ONNX_FILE)
     fails(["pseudo-label", run, unlabeled, "--out", out], capsys, "did not learn", "0.0 < 0.5")
     assert not out.exists()
+
+
+def test_suspects_are_the_person_labels_only(run_and_unlabeled, tmp_path: Path, capsys) -> None:
+    """A pseudo-label the run now reads otherwise is no suspect: nobody typed it to fix; the
+    same row, typed, is one."""
+    from captcha_ocr.suspects import find_run_suspects
+
+    run, unlabeled, _ = run_and_unlabeled
+    out = tmp_path / "labels.csv"
+    succeeds(["pseudo-label", run, unlabeled, "--out", out, "--min-confidence", "0.5"], capsys)
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    wrong = next(r for r in rows if r["source"] == "pseudo")
+    wrong["label"] = "dddddddd"  # no read of the base model gives it
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    samples = [(r["path"], r["label"]) for r in rows]
+    marked = base_model_run(tmp_path / "marked", samples, [], source=out)
+    typed = base_model_run(tmp_path / "typed", samples, [])
+    assert wrong["path"] in {s.path for s in find_run_suspects(typed)}
+    assert wrong["path"] not in {s.path for s in find_run_suspects(marked)}

@@ -54,6 +54,13 @@ def test_split_as_marked_validates_on_the_rows_marked_val(tmp_path: Path) -> Non
         csv.writer(handle).writerows([("path", "label", "part"), ("a.png", "x", "val")])
     with pytest.raises(CaptchaOCRError, match="nothing left to train on"):
         split_as_marked(read_labels_file(labels), labels)
+    # The part column is read as the rows are: a TSV with a header in capitals.
+    tsv = tmp_path / "labels.tsv"
+    tsv.write_text("Path\tLabel\tPart\na.png\tx\tVAL\nb.png\ty\tval\nc.png\tz\t\n")
+    with pytest.raises(CaptchaOCRError, match="'VAL'; give train or val"):
+        split_as_marked(read_labels_file(tsv), tsv)
+    tsv.write_text("Path\tLabel\tPart\na.png\tx\ttrain\nb.png\ty\tval\n")
+    assert [s.label for s in split_as_marked(read_labels_file(tsv), tsv)[1]] == ["y"]
 
 
 def test_self_training_flags_are_checked_before_training(
@@ -65,6 +72,9 @@ def test_self_training_flags_are_checked_before_training(
     fails([*argv, unlabeled, "--rounds", "0"], capsys, "--rounds 0", "1 or more")
     fails([*argv, unlabeled, "--pseudo-min-confidence", "2"], capsys, "--pseudo-min-confidence")
     fails(["train", "--resume", tmp_path, "--unlabeled", unlabeled], capsys, "--unlabeled")
+    fails(["train", labels, "--rounds", "3"], capsys, "--rounds only apply with --unlabeled")
+    labeled_image = read_labels_file(labels)[0].path
+    fails([*argv, labeled_image], capsys, "every image of --unlabeled (1) is labeled")
     assert not (tmp_path / "runs").exists()
     stdout, _ = succeeds([*argv, unlabeled, "--dry-run"], capsys)
     assert "self-training: 2 more round(s)" in stdout and "140 unlabeled image(s)" in stdout
@@ -72,12 +82,13 @@ def test_self_training_flags_are_checked_before_training(
 
 @pytest.mark.slow
 def test_train_unlabeled_trains_rounds_on_the_labels_and_the_last_reads(
-    labels_and_unlabeled, tmp_path: Path, capsys
+    labels_and_unlabeled, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     labels, unlabeled = labels_and_unlabeled
     before = _digests(unlabeled)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
-    argv = ["train", labels, "--out", out, "--init", "base", "--epochs", "1", "--seed", "1",
+    argv = ["train", labels, "--out", "runs", "--init", "base", "--epochs", "1", "--seed", "1",
             "--min-accuracy", "0", "--no-rescue", "--quiet", "--unlabeled", unlabeled,
             "--pseudo-min-confidence", "0"]  # fmt: skip
     stdout, _ = succeeds(argv, capsys)
@@ -102,51 +113,90 @@ def test_train_unlabeled_trains_rounds_on_the_labels_and_the_last_reads(
     lines = [line for line in stdout.splitlines() if line.startswith("round ")]
     assert len(lines) == 3 and "validation accuracy" in lines[2]
     best = [line for line in lines if "<- best (latest)" in line]
-    assert len(best) == 1 and str((out / "latest").resolve()) in best[0]
-    assert f"run folder: {(out / 'latest').resolve()}" in stdout
+    latest = Path("runs") / (out / "latest").resolve().name  # as --out was given
+    assert len(best) == 1 and f"round {runs.index(out / latest.name) + 1}: {latest} " in best[0]
+    assert f"run folder: {latest}\n" in stdout
     assert _digests(unlabeled) == before  # the user's images are never changed
+    # From any working folder, the last round knows which of its labels were reads.
+    from captcha_ocr.pseudo_labels import pseudo_labeled_paths
+
+    monkeypatch.chdir(unlabeled)
+    assert len(pseudo_labeled_paths(runs[-1])) == len(pseudo)
 
 
 def _fake_round(run_dir: Path, val_wer: float, interrupted: bool = False, not_usable: str = ""):
     from types import SimpleNamespace
 
+    from captcha_ocr.config import TrainConfig
+
     run_dir.mkdir(parents=True)
     state = SimpleNamespace(interrupted=interrupted)
     return SimpleNamespace(run_dir=run_dir, best={"val_wer": val_wer}, state=state,
-                           not_usable=not_usable)  # fmt: skip
+                           not_usable=not_usable, config=TrainConfig())  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("second", "third", "trained", "best"),
+    ("second", "third", "trainings", "trained", "best"),
     [
-        ({"val_wer": 0.1}, {"val_wer": 0.2}, 2, 2),  # the best round ends as latest
-        ({"val_wer": 0.3, "interrupted": True}, {"val_wer": 0.0}, 1, 1),  # Ctrl-C: no more
-        ({"val_wer": 0.9, "not_usable": "0 %"}, {"val_wer": 0.0}, 1, 1),  # did not learn
+        ({"val_wer": 0.1}, {"val_wer": 0.2}, 2, 2, 2),  # the best round ends as latest
+        ({"val_wer": 0.3, "interrupted": True}, {"val_wer": 0.0}, 1, 1, 1),  # Ctrl-C: no more
+        ({"val_wer": 0.9, "not_usable": "0 %"}, {"val_wer": 0.0}, 1, 1, 1),  # did not learn
+        ({"val_wer": 0.0}, CaptchaOCRError("no best.keras"), 2, 1, 2),  # a round fails
+        ({"val_wer": 0.0}, KeyboardInterrupt(), 2, 1, 2),  # Ctrl-C before a round's epoch
+        ("no reads", None, 0, 0, 1),  # nothing kept: no round to train
     ],
 )
-def test_self_train_stops_at_an_interrupted_or_unusable_round(
-    tmp_path: Path, monkeypatch, second: dict, third: dict, trained: int, best: int
+def test_self_train_stops_where_a_round_cannot_go_on(
+    tmp_path: Path, monkeypatch, second, third, trainings: int, trained: int, best: int
 ) -> None:
-    """The loop alone (training, export and reads faked): it trains while rounds learn, and
-    ``latest`` points at the round that reads the shared validation images best."""
+    """The loop alone (training, export and reads faked): it trains while rounds learn, keeps
+    the rounds done when one fails or is interrupted, and ``latest`` points at the round that
+    reads the shared validation images best."""
     from types import SimpleNamespace
 
     from captcha_ocr import self_training
+    from captcha_ocr.config import TrainConfig
 
     out = tmp_path / "runs"
-    results = iter([_fake_round(out / "r2", **second), _fake_round(out / "r3", **third)])
+    results = [_fake_round(out / f"r{n}", **case) if isinstance(case, dict) else case
+               for n, case in ((2, second), (3, third))]  # fmt: skip
     calls = []
-    monkeypatch.setattr(self_training, "train", lambda data, *a, **k: calls.append(data) or next(results))  # fmt: skip
+
+    def train(data, out_dir, config, progress):
+        calls.append(data)
+        result = results[len(calls) - 1]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    monkeypatch.setattr(self_training, "train", train)
     monkeypatch.setattr(self_training, "export_run", lambda run_dir: None)
-    reads = SimpleNamespace(kept=[("x.png", "ab", 0.9)], labels=10, describe=lambda: "read 1")
+    kept = [] if second == "no reads" else [("x.png", "ab", 0.9)]
+    reads = SimpleNamespace(kept=kept, labels=10, describe=lambda: "read 1")
     monkeypatch.setattr(self_training, "pseudo_label", lambda *a, **k: reads)
     monkeypatch.setattr(self_training, "write_pseudo_csv", lambda result, path: path)
     first = _fake_round(out / "r1", 0.25)
-    rounds = self_training.self_train(first, ["x.png"], out, None, 2, 0.3, progress=False)
-    assert len(calls) == trained and calls[0] == out / "r1" / "pseudo_labels.csv"
+    (out / "latest").symlink_to(tmp_path)  # where a failed round's training left it
+    rounds = self_training.self_train(first, ["x.png"], out, TrainConfig(), 2, 0.3, False)
+    assert len(calls) == trainings and calls[:1] in ([], [out / "r1" / "pseudo_labels.csv"])
     assert [r.number for r in rounds] == list(range(1, trained + 2))
     assert (out / "latest").resolve() == rounds[best - 1].result.run_dir
+    args = ([], out, TrainConfig(), 2, 0.3)
     with pytest.raises(CaptchaOCRError, match="interrupted"):
-        self_training.self_train(_fake_round(tmp_path / "i", 0.1, interrupted=True), [], out, None, 2, 0.3)  # fmt: skip
+        self_training.self_train(_fake_round(tmp_path / "i", 0.1, interrupted=True), *args)
     with pytest.raises(CaptchaOCRError, match="did not learn"):
-        self_training.self_train(_fake_round(tmp_path / "n", 0.9, not_usable="x"), [], out, None, 2, 0.3)  # fmt: skip
+        self_training.self_train(_fake_round(tmp_path / "n", 0.9, not_usable="x"), *args)
+
+
+def test_rounds_start_as_the_rescued_first_run_did() -> None:
+    from captcha_ocr.config import TrainConfig
+    from captcha_ocr.self_training import carry_rescue
+
+    asked = TrainConfig(seed=4)
+    assert carry_rescue(asked, asked) == asked  # not rescued
+    rescued = TrainConfig(seed=5, pretrain="synth", rescue=False)
+    assert (carry_rescue(rescued, asked).seed, carry_rescue(rescued, asked).pretrain) == (
+        5,
+        "synth",
+    )
+    assert carry_rescue(rescued, asked).rescue  # a round may still be rescued itself

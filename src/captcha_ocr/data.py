@@ -139,10 +139,9 @@ def shown_name(path: str) -> str:
     return ascii(os.fsencode(Path(path).name))[2:-1] if not is_utf8(path) else Path(path).name
 
 
-def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample]:
-    """Read ``path,label`` rows (CSV, or TSV when tab-separated); relative paths are
-    relative to the file's folder. A header row ``path,label`` is skipped."""
-    path = Path(path)
+def _labels_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """A labels file's header (lower case, when its first row names path and label) and its
+    other non-empty rows with their line numbers: CSV, or TSV when tab-separated."""
     if not path.is_file():
         raise CaptchaOCRError(f"labels file {path} does not exist")
     try:
@@ -152,27 +151,42 @@ def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample
             f"{path} is not UTF-8 text; save the labels file as UTF-8 (rows of path,label)"
         ) from None
     delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
-    samples = []
+    header, rows = None, []
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         for line_number, row in enumerate(reader, 1):
             if not row or not "".join(row).strip():
                 continue
-            if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            names = [c.strip().lower() for c in row]
+            if line_number == 1 and names[:2] == ["path", "label"]:
+                header = names
                 continue
             if len(row) < 2:
                 raise CaptchaOCRError(
                     f"{path}:{line_number}: expected 'path{delimiter}label', got {row!r}"
                 )
-            image_path = Path(row[0].strip())
-            if not image_path.is_absolute():
-                image_path = path.parent / image_path
-            label = row[1].strip()
-            samples.append(Sample(str(image_path), label.lower() if ignore_case else label))
+            rows.append((line_number, row))
     except csv.Error as error:
         raise CaptchaOCRError(
             f"{path}:{reader.line_num}: not a CSV row ({error}); expected 'path{delimiter}label'"
         ) from None
+    return header, rows
+
+
+def _row_path(labels_file: Path, row: list[str]) -> Path:
+    """A row's image: a relative path is relative to the labels file's folder."""
+    image_path = Path(row[0].strip())
+    return image_path if image_path.is_absolute() else labels_file.parent / image_path
+
+
+def read_labels_file(path: str | Path, ignore_case: bool = False) -> list[Sample]:
+    """Read ``path,label`` rows (CSV, or TSV when tab-separated); relative paths are
+    relative to the file's folder. A header row ``path,label`` is skipped."""
+    path = Path(path)
+    samples = []
+    for _, row in _labels_rows(path)[1]:
+        label = row[1].strip()
+        samples.append(Sample(str(_row_path(path, row)), label.lower() if ignore_case else label))
     return samples
 
 
@@ -183,22 +197,19 @@ PART_COLUMN, VAL_PART, TRAIN_PART = "part", "val", "train"
 
 
 def labels_file_column(path: str | Path, column: str) -> dict[str, str]:
-    """The non-empty values of ``column`` in a labels file with a header row, by the real
-    path of each row's image (a relative path is relative to the file's folder, as
-    :func:`read_labels_file` reads it): empty when the file has no such column or cannot
-    be read as such a file."""
+    """The non-empty values of ``column`` in a labels file whose header row names it, by the
+    real path of each row's image (read as :func:`read_labels_file` reads the rows): empty
+    when the file has no such column."""
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error):
+    header, rows = _labels_rows(path)
+    if header is None or column not in header:
         return {}
-    values = {}
-    for row in rows:
-        name, value = (row.get("path") or "").strip(), (row.get(column) or "").strip()
-        if name and value:
-            values[os.path.realpath(path.parent / name)] = value  # absolute stays absolute
-    return values
+    index = header.index(column)
+    return {
+        os.path.realpath(_row_path(path, row)): row[index].strip()
+        for _, row in rows
+        if index < len(row) and row[index].strip()
+    }
 
 
 def split_as_marked(
@@ -211,6 +222,12 @@ def split_as_marked(
     if not (source.is_file() and source.suffix.lower() in CSV_SUFFIXES):
         return None
     parts = labels_file_column(source, PART_COLUMN)
+    unknown = sorted({part for part in parts.values() if part not in (TRAIN_PART, VAL_PART)})
+    if unknown:
+        raise CaptchaOCRError(
+            f"{source}: the {PART_COLUMN} column holds {', '.join(map(repr, unknown))}; "
+            f"give {TRAIN_PART} or {VAL_PART} (or leave it empty: {TRAIN_PART})"
+        )
     val_paths = {path for path, part in parts.items() if part == VAL_PART}
     if not val_paths:
         return None

@@ -74,13 +74,16 @@ def run_labels(run_dir: Path) -> tuple[list[Sample], list[Sample]]:
             f"{run_dir} has no {' or '.join(missing)}: give the run folder that "
             "captcha-ocr train made (pseudo-labels are added to its own labels)"
         )
-    return person_labels(run_dir, TRAIN_CSV), person_labels(run_dir, VAL_CSV)
-
-
-def person_labels(run_dir: Path, name: str) -> list[Sample]:
-    """The labels of the run's ``name`` file (``train.csv``, ``val.csv``) that a person gave:
-    all of them, less the pseudo-labels when the run trained on a file this module wrote."""
     pseudo = pseudo_labeled_paths(run_dir)
+    return person_labels(run_dir, TRAIN_CSV, pseudo), person_labels(run_dir, VAL_CSV, pseudo)
+
+
+def person_labels(run_dir: Path, name: str, pseudo: set[str] | None = None) -> list[Sample]:
+    """The labels of the run's ``name`` file (``train.csv``, ``val.csv``) that a person gave:
+    all of them, less the pseudo-labels (``pseudo``, else :func:`pseudo_labeled_paths`) when
+    the run trained on a file this module wrote."""
+    if pseudo is None:
+        pseudo = pseudo_labeled_paths(run_dir)
     return [s for s in read_labels_file(run_dir / name) if os.path.realpath(s.path) not in pseudo]
 
 
@@ -92,7 +95,10 @@ def pseudo_labeled_paths(run_dir: Path) -> set[str]:
     source = (load_yaml(run_dir / CONFIG_FILE).get("data") or {}).get("source")
     if not source or not Path(source).is_file():
         return set()
-    sources = labels_file_column(source, SOURCE_COLUMN)
+    try:
+        sources = labels_file_column(source, SOURCE_COLUMN)
+    except CaptchaOCRError:  # changed since into something train would not read: no marks
+        return set()
     return {path for path, value in sources.items() if value == PSEUDO_SOURCE}
 
 

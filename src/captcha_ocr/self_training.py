@@ -12,23 +12,26 @@ section pseudo-labels). Each round is a full training: the rounds multiply the t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from captcha_ocr.config import TrainConfig
+from captcha_ocr.data import read_labels_file
 from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.export import export_run
 from captcha_ocr.fit import TrainResult
 from captcha_ocr.plateau import exact_accuracy
 from captcha_ocr.pseudo_labels import pseudo_label, write_pseudo_csv
-from captcha_ocr.runfolder import point_latest
+from captcha_ocr.runfolder import VAL_CSV, point_latest
 from captcha_ocr.train import train
 
 log = logging.getLogger(__name__)
 
 PSEUDO_CSV = "pseudo_labels.csv"  # in the run folder that read the images: the next round's data
+PROGRESS_FROM = 200  # images: fewer are read without a progress bar, as pseudo-label reads them
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Round:
     def val_accuracy(self) -> float:
         return exact_accuracy(self.result.best) if self.result.best else 0.0
 
+    @property
+    def val_images(self) -> int:
+        return len(read_labels_file(self.result.run_dir / VAL_CSV))
+
 
 def self_train(
     first: TrainResult,
@@ -55,8 +62,9 @@ def self_train(
 ) -> list[Round]:
     """After ``first`` (trained and exported), ``rounds`` more trainings under ``out`` with
     ``config``, each on the previous run's labels and its reads of ``images`` with at least
-    ``min_confidence``; each is exported. Stops early at a run that did not learn (its reads
-    would teach its mistakes). ``latest`` points at the round with the best validation
+    ``min_confidence``; each is exported. Stops early, keeping the rounds done, at a round
+    that did not learn (its reads would teach its mistakes), keeps no read, fails, or is
+    interrupted (Ctrl-C). ``latest`` then points at the round with the best validation
     accuracy (the later one on a tie: it learned from more images). Returns every round."""
     if rounds < 1:
         raise CaptchaOCRError(f"rounds must be 1 or more, got {rounds}")
@@ -67,37 +75,76 @@ def self_train(
             f"the first run did not learn ({first.not_usable}): its reads would teach its "
             "mistakes, so no self-training round was run"
         )
+    config = carry_rescue(first.config, config)
     done = [Round(1, first, 0)]
     log.info("round 1 of %d: validation accuracy %.2f%%", rounds + 1, 100 * done[0].val_accuracy)
-    for number in range(2, rounds + 2):
-        previous = done[-1].result.run_dir
-        reads = pseudo_label(previous, images, min_confidence, progress=progress)
-        labels_file = write_pseudo_csv(reads, previous / PSEUDO_CSV)
-        log.info(
-            "round %d of %d: %s; training on the %d labels and %d pseudo-labels (%s)",
-            number, rounds + 1, reads.describe(), reads.labels, len(reads.kept), labels_file,
-        )  # fmt: skip
-        result = train(labels_file, out, config, progress=progress)
-        export_run(result.run_dir)
-        done.append(Round(number, result, len(reads.kept)))
-        log.info(
-            "round %d of %d: validation accuracy %.2f%% (round %d: %.2f%%)",
-            number, rounds + 1, 100 * done[-1].val_accuracy, number - 1,
-            100 * done[-2].val_accuracy,
-        )  # fmt: skip
-        if result.state.interrupted:  # Ctrl-C: keep what was done, start nothing new
-            log.warning(
-                "round %d was interrupted; its best checkpoint is exported, and no later round "
-                "runs (go on with: captcha-ocr train --resume %s, then captcha-ocr "
-                "pseudo-label)", number, result.run_dir,
-            )  # fmt: skip
-            break
-        if result.not_usable:
-            log.warning("round %d did not learn (%s); no later round", number, result.not_usable)
-            break
-    best = best_round(done)
-    point_latest(best.result.run_dir)
+    try:
+        for number in range(2, rounds + 2):
+            next_round = _train_round(number, rounds + 1, done[-1], images, out, config,
+                                      min_confidence, progress)  # fmt: skip
+            if next_round is None:
+                break
+            done.append(next_round)
+            if next_round.result.state.interrupted or next_round.result.not_usable:
+                break
+    except KeyboardInterrupt:  # between trainings (reading, export): keep the rounds done
+        log.warning("interrupted: no later round; the rounds done are kept")
+    except CaptchaOCRError as error:
+        log.warning("round %d failed: %s; the rounds done are kept", len(done) + 1, error)
+    finally:  # a round's training pointed latest at its own folder as it began
+        point_latest(best_round(done).result.run_dir)
     return done
+
+
+def carry_rescue(first: TrainConfig, config: TrainConfig) -> TrainConfig:
+    """``config`` with the remedy that rescued the first run from the blank plateau, if one
+    did (``--pretrain synth``, or another seed): the rounds start as the first run learned."""
+    if first.rescue or not config.rescue:
+        return config  # the first run was not rescued
+    return dataclasses.replace(config, pretrain=first.pretrain, seed=first.seed)
+
+
+def _train_round(
+    number: int,
+    total: int,
+    previous: Round,
+    images: Sequence[str],
+    out: str | Path,
+    config: TrainConfig,
+    min_confidence: float | str,
+    progress: bool,
+) -> Round | None:
+    """One round: the previous run reads ``images``, a new run trains on its labels and the
+    kept reads, and is exported. None when no read was kept (a round would learn nothing new)."""
+    run_dir = previous.result.run_dir
+    reads = pseudo_label(
+        run_dir, images, min_confidence, progress=progress and len(images) > PROGRESS_FROM
+    )
+    if not reads.kept:
+        log.warning("round %d: %s: no round to train", number, reads.describe())
+        return None
+    labels_file = write_pseudo_csv(reads, run_dir / PSEUDO_CSV)
+    log.info(
+        "round %d of %d: %s; training on the %d labels and %d pseudo-labels (%s)",
+        number, total, reads.describe(), reads.labels, len(reads.kept), labels_file,
+    )  # fmt: skip
+    result = train(labels_file, out, config, progress=progress)
+    export_run(result.run_dir)
+    this = Round(number, result, len(reads.kept))
+    log.info(
+        "round %d of %d: validation accuracy %.2f%% (round %d: %.2f%%)",
+        number, total, 100 * this.val_accuracy, previous.number, 100 * previous.val_accuracy,
+    )  # fmt: skip
+    if result.state.interrupted:  # Ctrl-C: keep what was done, start nothing new
+        log.warning(
+            "round %d was interrupted: its best checkpoint is exported and no later round "
+            "runs; to go on: captcha-ocr train --resume %s, then captcha-ocr pseudo-label %s "
+            "IMAGES --out more.csv and captcha-ocr train more.csv",
+            number, result.run_dir, result.run_dir,
+        )  # fmt: skip
+    elif result.not_usable:
+        log.warning("round %d did not learn (%s); no later round", number, result.not_usable)
+    return this
 
 
 def best_round(rounds: Sequence[Round]) -> Round:
@@ -117,8 +164,8 @@ def format_rounds(rounds: Sequence[Round]) -> str:
     best marked."""
     best = best_round(rounds)
     return "\n".join(
-        f"round {r.number}: {r.result.run_dir} "
-        f"({r.pseudo_labels:,} pseudo-labels): validation accuracy {r.val_accuracy:.2%}"
+        f"round {r.number}: {r.result.run_dir} ({r.pseudo_labels:,} pseudo-labels): "
+        f"validation accuracy {r.val_accuracy:.2%} of {r.val_images:,}"
         + ("  <- best (latest)" if r is best else "")
         for r in rounds
     )

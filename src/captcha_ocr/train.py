@@ -331,7 +331,10 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
     spec = measure_spec(samples, config, init_spec(config.init) if config.init else None)
     marked = split_as_marked(samples, data)
     if marked:
-        log.info("validation: the %d images the labels file marks part=val", len(marked[1]))
+        log.info(
+            "validation: the %d images the labels file marks part=val (not --val-fraction)",
+            len(marked[1]),
+        )
     train_samples, val_samples = marked or split_samples(samples, config.val_fraction, config.seed)
     if config.epochs is None:
         config = dataclasses.replace(
@@ -353,7 +356,9 @@ def _planned_run(data: str | Path, config: TrainConfig, samples: list[Sample] | 
         for key in ("extend", "shorten"):
             if getattr(config, key) == ADAPT_AUTO:
                 config = dataclasses.replace(config, **{key: ADAPT_NONE})
-    data_info = {"source": str(data), "count": len(samples)}
+    # absolute: what a run says it trained on holds from any working folder (pseudo_labels
+    # finds its pseudo-label marks there)
+    data_info = {"source": os.path.abspath(data), "count": len(samples)}
     return _Run(spec, config, train_samples, val_samples, data_info)
 
 

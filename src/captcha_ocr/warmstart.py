@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,10 @@ def resolve_init(config: TrainConfig) -> TrainConfig:
     init = None if config.init == INIT_NONE else config.init
     if init == INIT_AUTO:
         init = BASE_NAME if auto_init_is_base(config) else None
+    elif init not in (None, BASE_NAME):
+        # The folder itself, not the link: --init runs/latest --out runs moves latest to the
+        # new run's folder as it is made, before the weights are read.
+        init = os.path.realpath(init)
     return dataclasses.replace(config, init=init)
 
 

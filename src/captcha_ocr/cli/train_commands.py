@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from captcha_ocr.cli.options import (
     PSEUDO_MIN_CONFIDENCE,
@@ -278,7 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             preset = init_spec(args.init).preset
         config = resolve_train_config(preset, file_overrides, _train_overrides(args))
         samples = find_samples(args.data, config.label_pattern, config.ignore_case)
-    unlabeled, pseudo_min_confidence = _self_training_flags(args)
+    unlabeled, pseudo_min_confidence = _self_training_flags(args, samples or [])
     log.info("loading TensorFlow ...")
     if args.dry_run:
         from captcha_ocr.train import plan
@@ -344,15 +345,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _self_training_flags(args: argparse.Namespace) -> tuple[list[str], float | str]:
-    """The images of --unlabeled (found before the slow TensorFlow import) and the checked
-    --pseudo-min-confidence; no images without --unlabeled."""
+def _self_training_flags(args: argparse.Namespace, samples: list) -> tuple[list[str], float | str]:
+    """The images of --unlabeled (found before the slow TensorFlow import; some not among the
+    labeled ``samples``) and the checked --pseudo-min-confidence; no images without
+    --unlabeled."""
     if not args.unlabeled:
+        given = [flag for flag, value, default in (
+            ("--rounds", args.rounds, SELF_TRAINING_ROUNDS),
+            ("--pseudo-min-confidence", args.pseudo_min_confidence, PSEUDO_MIN_CONFIDENCE),
+        ) if value != default]  # fmt: skip
+        if given:
+            raise CaptchaOCRError(
+                f"{' and '.join(given)} only apply with --unlabeled FOLDER (self-training)"
+            )
         return [], 0.0
     if args.rounds < 1:
         raise CaptchaOCRError(f"--rounds {args.rounds}: give 1 or more self-training rounds")
     threshold = min_confidence_flag(args.pseudo_min_confidence, "--pseudo-min-confidence")
-    return image_paths(args.unlabeled), threshold
+    images = image_paths(args.unlabeled)
+    labeled = {os.path.realpath(s.path) for s in samples}
+    if all(os.path.realpath(path) in labeled for path in images):
+        raise CaptchaOCRError(
+            f"every image of --unlabeled ({len(images):,}) is labeled in DATA already: give "
+            "the images nobody labeled"
+        )
+    return images, threshold
 
 
 def _train_overrides(args: argparse.Namespace) -> dict:
