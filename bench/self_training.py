@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import record, table
 from real_sites import SITES, development_part, held_out, site_samples, write_csv
 
+from captcha_ocr.cli.options import SELF_TRAINING_ROUNDS
+
 HEADER = [
     "set",
     "seed",
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", default="captcha_images_v2", choices=[s.name for s in SITES])
     parser.add_argument("--labels", type=int, default=50, help="labeled development images")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rounds", type=int, default=2, help="train's --rounds")
+    parser.add_argument("--rounds", type=int, default=SELF_TRAINING_ROUNDS, help="train's --rounds")
     parser.add_argument("--keep", type=Path, help="work here and keep the runs")
     parser.add_argument("--section", default="self-training", help="RESULTS.md section name")
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
