@@ -55,7 +55,7 @@ def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) ->
     from captcha_ocr.data import read_labels_file
     from captcha_ocr.evaluate import evaluate
     from captcha_ocr.infer import Reader
-    from captcha_ocr.self_training import PSEUDO_CSV
+    from captcha_ocr.runfolder import PSEUDO_CSV
 
     work = work.resolve()
     samples = site_samples(site)

@@ -13,6 +13,7 @@ A run folder ``RUNS_DIR/<YYYYmmdd-HHMMSS>/`` holds::
     model.onnx     the exported reader (``captcha-ocr export``)
     model.int8.onnx   its int8 quantization, when kept (``export --int8``)
     suspect_labels.csv suspect_labels.png   images read differently from their labels (suspects)
+    pseudo_labels.csv  the labels + this run's reads the next self-training round trains on
     pretrain/      the ``--pretrain synth`` run: the same files, for the synthetic captchas
     stuck-attempt/ a first attempt that sat on the CTC blank plateau, when the run restarted
 
@@ -54,6 +55,7 @@ ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
 SUSPECTS_CSV = "suspect_labels.csv"  # training/validation images the model reads otherwise
 SUSPECTS_GRID = "suspect_labels.png"  # the first of them, with label and read
+PSEUDO_CSV = "pseudo_labels.csv"  # train --unlabeled: the next round's labels, from this run
 LATEST_LINK = "latest"
 
 # val_acc (the share of validation captchas read exactly right) came last; older

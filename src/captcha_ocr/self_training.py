@@ -27,12 +27,11 @@ from captcha_ocr.export import export_run
 from captcha_ocr.fit import TrainResult
 from captcha_ocr.plateau import exact_accuracy
 from captcha_ocr.pseudo_labels import pseudo_label, write_pseudo_csv
-from captcha_ocr.runfolder import VAL_CSV, point_latest
+from captcha_ocr.runfolder import PSEUDO_CSV, VAL_CSV, point_latest
 from captcha_ocr.train import train
 
 log = logging.getLogger(__name__)
 
-PSEUDO_CSV = "pseudo_labels.csv"  # in the run folder that read the images: the next round's data
 PROGRESS_FROM = 200  # images: fewer are read without a progress bar, as pseudo-label reads them
 
 
