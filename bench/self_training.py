@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import record, table
+from common import BENCH_DIR, plot_to, record, table
 from real_sites import SITES, development_part, held_out, site_samples, write_csv
 
 from captcha_ocr.cli.options import SELF_TRAINING_ROUNDS
@@ -50,8 +50,8 @@ def _pseudo_counts(labels_file: Path, truth: dict[str, str]) -> tuple[int, int]:
     return len(rows), sum(truth.get(s.path) == s.label for s in rows)
 
 
-def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) -> list:
-    """The training command with ``--unlabeled`` on one seed; one table row."""
+def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) -> tuple[dict, list]:
+    """The training command with ``--unlabeled`` on one seed: its figures, and a table row."""
     from captcha_ocr.data import read_labels_file
     from captcha_ocr.evaluate import evaluate
     from captcha_ocr.infer import Reader
@@ -89,7 +89,7 @@ def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) ->
         "accuracy": accuracy, "kept": kept, "latest": latest + 1, "seconds": seconds,
     }  # fmt: skip
     print(json.dumps(row), flush=True)
-    return [
+    return row, [
         site.name,
         seed,
         f"{labels:,}",
@@ -100,6 +100,21 @@ def one_seed(site, seed: int, labels: int, rounds: int, work: Path, flags=()) ->
         f"{100 * (accuracy[latest] - accuracy[0]):+.2f} pts",
         f"{seconds:.0f}",
     ]
+
+
+def plot_rounds(rows: list[dict], path: Path) -> Path:
+    """Held-out accuracy against the round, one line a seed (round 1: the labels alone)."""
+    with plot_to(path, (5.5, 3.4)) as axis:
+        for row in rows:
+            rounds = range(1, len(row["accuracy"]) + 1)
+            axis.plot(rounds, [100 * a for a in row["accuracy"]], marker="o",
+                      label=f"{row['set']}, {row['labels']:,} labels, seed {row['seed']}")  # fmt: skip
+        axis.set_xticks(range(1, max(len(r["accuracy"]) for r in rows) + 1))
+        axis.set_xlabel("round (1: the labels alone; then labels + the last run's reads)")
+        axis.set_ylabel("held-out accuracy (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,14 +131,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="train flags")
     args = parser.parse_args(argv)
     site = next(s for s in SITES if s.name == args.set)
-    rows = []
+    figures, rows = [], []
     with tempfile.TemporaryDirectory(prefix="captcha-self-training-") as tmp:
         for seed in args.seeds:
             work = (args.keep or Path(tmp)) / f"{site.name}-{args.labels}-{seed}"
             work.mkdir(parents=True)
-            rows.append(one_seed(site, seed, args.labels, args.rounds, work, args.flags))
+            figure, row = one_seed(site, seed, args.labels, args.rounds, work, args.flags)
+            figures.append(figure)
+            rows.append(row)
     title = "Self-training: train --unlabeled, round by round"
-    record(None if args.no_record else args.section, title, table(HEADER, rows))
+    text = table(HEADER, rows)
+    if not args.no_record:
+        plot = plot_rounds(figures, BENCH_DIR / f"{args.section}.png")
+        text += f"\n\n![held-out accuracy, round by round]({plot.name})"
+    record(None if args.no_record else args.section, title, text)
 
 
 if __name__ == "__main__":

@@ -541,6 +541,7 @@ def test_self_training_smoke(synth_dir: Path, tmp_path: Path, monkeypatch, capsy
         (60, development - 60, 2)
     ]
     assert len(rows[0]["kept"]) == 1 and rows[0]["latest"] in (1, 2)
+    assert self_training.plot_rounds(rows, tmp_path / "rounds.png").stat().st_size > 1000
     assert "| fake | 0 | 60 |" in out
     assert sorted(p.name for p in (tmp_path / "datasets" / "fake").iterdir()) == sorted(
         p.name for p in synth_dir.iterdir()
