@@ -15,6 +15,9 @@ from typing import Any, TextIO
 
 # A log file gets at most one progress line this often (plus one at the end of a long job).
 PLAIN_INTERVAL_S = 30.0
+# Reading more images than this shows progress (predict, pseudo-label, train --unlabeled);
+# fewer are read in seconds.
+READ_PROGRESS_FROM = 200
 
 
 def progress_bar(

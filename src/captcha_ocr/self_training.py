@@ -26,13 +26,12 @@ from captcha_ocr.errors import CaptchaOCRError
 from captcha_ocr.export import export_run
 from captcha_ocr.fit import TrainResult
 from captcha_ocr.plateau import exact_accuracy
+from captcha_ocr.progress import READ_PROGRESS_FROM
 from captcha_ocr.pseudo_labels import pseudo_label, write_pseudo_csv
 from captcha_ocr.runfolder import PSEUDO_CSV, VAL_CSV, point_latest
 from captcha_ocr.train import train
 
 log = logging.getLogger(__name__)
-
-PROGRESS_FROM = 200  # images: fewer are read without a progress bar, as pseudo-label reads them
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def _train_round(
     kept reads, and is exported. None when no read was kept (a round would learn nothing new)."""
     run_dir = previous.result.run_dir
     reads = pseudo_label(
-        run_dir, images, min_confidence, progress=progress and len(images) > PROGRESS_FROM
+        run_dir, images, min_confidence, progress=progress and len(images) > READ_PROGRESS_FROM
     )
     if not reads.kept:
         log.warning("round %d: %s: no round to train", number, reads.describe())

@@ -33,7 +33,7 @@ from captcha_ocr.files import write_text_atomic
 from captcha_ocr.images import ImageLoadError, open_image, to_rgb_or_grey
 from captcha_ocr.infer import Reader
 from captcha_ocr.more_labels import more_labels_hint, training_and_validation
-from captcha_ocr.pseudo_labels import person_labels
+from captcha_ocr.pseudo_labels import person_labels, pseudo_labeled_paths
 from captcha_ocr.runfolder import ONNX_FILE, SUSPECTS_CSV, SUSPECTS_GRID, TRAIN_CSV, VAL_CSV
 from captcha_ocr.survey import draw_grid
 
@@ -179,8 +179,9 @@ def find_run_suspects(run_dir: str | os.PathLike, threads: int | None = None) ->
     (:mod:`captcha_ocr.more_labels`). Returns the suspects."""
     run_dir = Path(run_dir)
     reader = Reader.load(run_dir / ONNX_FILE, threads=threads, warn_not_usable=False)
-    parts = {  # a person's labels: the model's own reads have no one to correct them
-        name: person_labels(run_dir, name)
+    pseudo = pseudo_labeled_paths(run_dir)  # the model's own reads: no one to correct them
+    parts = {
+        name: person_labels(run_dir, name, pseudo)
         for name in (TRAIN_CSV, VAL_CSV)
         if (run_dir / name).is_file()
     }

@@ -19,6 +19,7 @@ from captcha_ocr.cli.options import (
     min_confidence_flag,
 )
 from captcha_ocr.errors import CaptchaOCRError
+from captcha_ocr.progress import READ_PROGRESS_FROM
 
 log = logging.getLogger("captcha_ocr")
 
@@ -95,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         beam_width=args.beam_width,
         allowed_chars=args.allowed_chars,
         skip_errors=True,
-        progress=len(paths) > 200 and not args.json,
+        progress=len(paths) > READ_PROGRESS_FROM and not args.json,
     )
     errors = [p.error for p in predictions if p.error is not None]
     if errors and len(errors) == len(paths):
@@ -306,7 +307,12 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     threshold = min_confidence_flag(args.min_confidence)
     paths = image_paths(args.images)
     result = pseudo_label(
-        run_dir, paths, threshold, args.threads, args.batch_size, progress=len(paths) > 200
+        run_dir,
+        paths,
+        threshold,
+        args.threads,
+        args.batch_size,
+        progress=len(paths) > READ_PROGRESS_FROM,
     )
     out = write_pseudo_csv(result, args.out)
     print(
